@@ -1,0 +1,1 @@
+"""Instrument backends (VISA, serial), wire dialects and loopback emulators."""

@@ -1,0 +1,117 @@
+"""Safety limits: what may never be sent to a device, checked before the first byte.
+
+A violation names the device (row, col), the offending value and the limit, so that a
+researcher sees exactly which pulse would have been unsafe. Checks are vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocols.errors import InputError
+from protocols.plan import PulsePlan
+
+
+class LimitViolation(InputError):
+    """A pulse plan breaks a safety limit; nothing of it may be sent."""
+
+
+class SafetyLimits(BaseModel):
+    """Hard limits for programming pulses. Defaults are conservative for oxide RRAM."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_set_v: float = Field(default=3.0, gt=0.0, description="largest SET amplitude, V")
+    max_reset_v: float = Field(default=3.0, gt=0.0, description="largest |RESET| amplitude, V")
+    max_width_s: float = Field(default=1e-3, gt=0.0, description="longest pulse width, s")
+    compliance_a: float = Field(default=1e-3, gt=0.0, description="current compliance, A")
+    max_pulses_per_device_per_update: int = Field(default=64, ge=1)
+    max_pulses_per_device_per_run: int = Field(default=10_000_000, ge=1)
+    max_energy_per_update_j: float = Field(default=1e-3, gt=0.0)
+
+    @field_validator(
+        "max_set_v", "max_reset_v", "max_width_s", "compliance_a", "max_energy_per_update_j"
+    )
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be finite, got {value!r}")
+        return value
+
+
+def _first_device(mask: NDArray[np.bool_]) -> tuple[int, int]:
+    flat = int(np.flatnonzero(mask)[0])
+    row, col = divmod(flat, mask.shape[1])
+    return row, col
+
+
+def check_plan(
+    plan: PulsePlan,
+    limits: SafetyLimits,
+    *,
+    conductance_s: NDArray[np.float64] | None = None,
+    run_counts: NDArray[np.int64] | None = None,
+) -> None:
+    """Raise `LimitViolation` if any pulse of `plan` breaks `limits`; return None otherwise.
+
+    `conductance_s` enables the compliance and energy checks; `run_counts` (pulses already
+    delivered to each device in this run) enables the per-run budget.
+    """
+    for k, group in enumerate(plan.groups):
+        if group.total == 0:
+            continue
+        amp = group.shape.amplitude_v
+        used = group.counts > 0
+        device = _first_device(used)
+        if amp > 0 and amp > limits.max_set_v:
+            raise LimitViolation(
+                f"group {k}: SET amplitude {amp:g} V for device (row={device[0]}, col={device[1]}) "
+                f"exceeds max_set_v={limits.max_set_v:g} V"
+            )
+        if amp < 0 and -amp > limits.max_reset_v:
+            raise LimitViolation(
+                f"group {k}: RESET amplitude {amp:g} V for device (row={device[0]}, "
+                f"col={device[1]}) exceeds max_reset_v={limits.max_reset_v:g} V"
+            )
+        if group.shape.width_s > limits.max_width_s:
+            raise LimitViolation(
+                f"group {k}: pulse width {group.shape.width_s:g} s for device (row={device[0]}, "
+                f"col={device[1]}) exceeds max_width_s={limits.max_width_s:g} s"
+            )
+        if conductance_s is not None:
+            current = np.abs(amp) * np.where(used, conductance_s, 0.0)
+            over = current > limits.compliance_a
+            if over.any():
+                r, c = _first_device(over)
+                raise LimitViolation(
+                    f"group {k}: device (row={r}, col={c}) would draw {current[r, c]:.3g} A at "
+                    f"{amp:g} V, over compliance_a={limits.compliance_a:g} A"
+                )
+    per_device = plan.counts_per_device()
+    over = per_device > limits.max_pulses_per_device_per_update
+    if over.any():
+        r, c = _first_device(over)
+        raise LimitViolation(
+            f"device (row={r}, col={c}) would receive {per_device[r, c]} pulses in one update, "
+            f"over max_pulses_per_device_per_update={limits.max_pulses_per_device_per_update}"
+        )
+    if run_counts is not None:
+        after = np.asarray(run_counts) + per_device
+        over = after > limits.max_pulses_per_device_per_run
+        if over.any():
+            r, c = _first_device(over)
+            raise LimitViolation(
+                f"device (row={r}, col={c}) would reach {after[r, c]} pulses in this run, "
+                f"over max_pulses_per_device_per_run={limits.max_pulses_per_device_per_run}"
+            )
+    if conductance_s is not None:
+        energy = plan.energy_estimate_j(conductance_s)
+        if energy > limits.max_energy_per_update_j:
+            raise LimitViolation(
+                f"plan energy {energy:.3g} J exceeds "
+                f"max_energy_per_update_j={limits.max_energy_per_update_j:g} J"
+            )

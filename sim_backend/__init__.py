@@ -1,0 +1,1 @@
+"""Simulated memristor crossbar with device nonidealities (the embedded default backend)."""
