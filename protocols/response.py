@@ -1,0 +1,153 @@
+"""Device response models: the expected conductance after n identical pulses.
+
+The planner needs to know how far one pulse moves a device at its present conductance; the
+simulator needs the same curve to move its devices; `characterize` fits it to measurements.
+The NeuroSim form (Chen, Peng & Yu, IEEE TCAD 37(12):3067, 2018) is used throughout:
+
+    LTP:  G(p) = G_min + (G_max - G_min) * f_a(p),      p = P / P_max in [0, 1]
+    LTD:  G(q) = G_max - (G_max - G_min) * f_a'(q),     q = Q / Q_max (pulses from G_max)
+    f_a(p) = (1 - exp(-p / a)) / (1 - exp(-1 / a))
+
+with a = A / P_max set by the nonlinearity label NL, defined here as
+NL = 10 * max_p |f_a(p) - p| (the largest deviation from a linear ramp in units of 10 % of the
+range; this reproduces NeuroSim's NL -> A/P_max table to about 1 %). NL = 0 is linear.
+Sign convention (NeuroSim's labels): a positive LTP label and a negative LTD label both mean
+the usual saturating curve, steps shrinking as the device nears the bound it moves toward.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Array = NDArray[np.float64]
+
+#: a = A/P_max above this is treated as linear (NL < ~1e-4).
+_A_LINEAR = 1e6
+_P_GRID = np.linspace(0.0, 1.0, 1001)
+
+
+def _nl_of_a_positive(a: float) -> float:
+    f = np.expm1(-_P_GRID / a) / np.expm1(-1.0 / a)
+    return float(10.0 * np.max(np.abs(f - _P_GRID)))
+
+
+# Tabulate |NL| as a function of a > 0 once (monotone decreasing in a), then invert by interp.
+_A_TABLE = np.geomspace(0.005, _A_LINEAR, 600)
+_NL_TABLE = np.array([_nl_of_a_positive(a) for a in _A_TABLE])
+_NL_MAX = float(_NL_TABLE[0])
+
+
+def nl_to_a(nl: ArrayLike) -> Array:
+    """Signed curvature a = A/P_max for a nonlinearity label (vectorised).
+
+    Positive NL gives a > 0 (concave, saturating); negative NL gives a < 0 (convex).
+    |NL| below ~1e-4 maps to a linear curve.
+    """
+    nl_arr = np.asarray(nl, dtype=np.float64)
+    if not np.all(np.isfinite(nl_arr)):
+        raise ValueError("NL must be finite")
+    mag = np.abs(nl_arr)
+    if np.any(mag > _NL_MAX):
+        raise ValueError(f"|NL| must be <= {_NL_MAX:.2f}, got {float(mag.max()):g}")
+    # interp needs increasing x: NL table decreases with a, so flip both.
+    log_a = np.interp(mag, _NL_TABLE[::-1], np.log(_A_TABLE[::-1]))
+    a = np.exp(log_a)
+    return np.where(nl_arr < 0, -a, a)
+
+
+def a_to_nl(a: ArrayLike) -> Array:
+    """Inverse of `nl_to_a`: the NL label of a signed curvature a = A/P_max."""
+    a_arr = np.asarray(a, dtype=np.float64)
+    mag = np.clip(np.abs(a_arr), _A_TABLE[0], _A_TABLE[-1])
+    nl = np.interp(np.log(mag), np.log(_A_TABLE), _NL_TABLE)
+    return np.where(a_arr < 0, -nl, nl)
+
+
+def curve(p: ArrayLike, a: ArrayLike) -> Array:
+    """f_a(p): normalised conductance after a normalised pulse number p (vectorised)."""
+    p_arr = np.asarray(p, dtype=np.float64)
+    a_arr = np.asarray(a, dtype=np.float64)
+    return np.expm1(-p_arr / a_arr) / np.expm1(-1.0 / a_arr)
+
+
+def curve_inverse(g: ArrayLike, a: ArrayLike) -> Array:
+    """p such that f_a(p) = g, for g in [0, 1] (vectorised)."""
+    g_arr = np.clip(np.asarray(g, dtype=np.float64), 0.0, 1.0)
+    a_arr = np.asarray(a, dtype=np.float64)
+    return -a_arr * np.log1p(g_arr * np.expm1(-1.0 / a_arr))
+
+
+class NeuroSimResponse(BaseModel):
+    """Mean pulse response of a device: the NeuroSim LTP/LTD curves, one per polarity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["neurosim"] = "neurosim"
+    g_min_s: float = Field(gt=0.0)
+    g_max_s: float = Field(gt=0.0)
+    states_ltp: int = Field(ge=2, description="SET pulses from G_min to G_max")
+    states_ltd: int = Field(ge=2, description="RESET pulses from G_max to G_min")
+    nl_ltp: float = Field(ge=-_NL_MAX, le=_NL_MAX)
+    nl_ltd: float = Field(ge=-_NL_MAX, le=_NL_MAX)
+
+    @model_validator(mode="after")
+    def _range(self) -> NeuroSimResponse:
+        if not self.g_max_s > self.g_min_s:
+            raise ValueError(f"g_max_s ({self.g_max_s:g}) must exceed g_min_s ({self.g_min_s:g})")
+        return self
+
+    @property
+    def a_ltp(self) -> float:
+        return float(nl_to_a(self.nl_ltp))
+
+    @property
+    def a_ltd(self) -> float:
+        # NeuroSim labels saturating LTD with a negative NL.
+        return float(nl_to_a(-self.nl_ltd))
+
+    @property
+    def on_off(self) -> float:
+        return self.g_max_s / self.g_min_s
+
+    def _norm(self, g: ArrayLike) -> Array:
+        return np.clip(
+            (np.asarray(g, dtype=np.float64) - self.g_min_s) / (self.g_max_s - self.g_min_s),
+            0.0,
+            1.0,
+        )
+
+    def _denorm(self, x: Array) -> Array:
+        return self.g_min_s + (self.g_max_s - self.g_min_s) * np.clip(x, 0.0, 1.0)
+
+    def after_pulses(self, g: ArrayLike, n: ArrayLike) -> Array:
+        """Expected conductance after n pulses: n > 0 SET (LTP), n < 0 RESET (LTD)."""
+        x = self._norm(g)
+        n_arr = np.broadcast_to(np.asarray(n, dtype=np.float64), x.shape)
+        p_up = curve_inverse(x, self.a_ltp) + np.maximum(n_arr, 0.0) / self.states_ltp
+        up = curve(np.minimum(p_up, 1.0), self.a_ltp)
+        q_dn = curve_inverse(1.0 - x, self.a_ltd) + np.maximum(-n_arr, 0.0) / self.states_ltd
+        down = 1.0 - curve(np.minimum(q_dn, 1.0), self.a_ltd)
+        return self._denorm(np.where(n_arr > 0, up, np.where(n_arr < 0, down, x)))
+
+    def step(self, g: ArrayLike, polarity: int) -> Array:
+        """Expected |dG| of one pulse of the given polarity (+1 SET, -1 RESET) at g."""
+        g_arr = np.asarray(g, dtype=np.float64)
+        return np.abs(self.after_pulses(g_arr, np.full(g_arr.shape, float(polarity))) - g_arr)
+
+    def pulses_between(self, g: ArrayLike, g_target: ArrayLike) -> Array:
+        """Real-valued signed pulse count that moves g to g_target on the mean curve."""
+        x = self._norm(g)
+        xt = self._norm(g_target)
+        up = (curve_inverse(xt, self.a_ltp) - curve_inverse(x, self.a_ltp)) * self.states_ltp
+        down = (
+            curve_inverse(1.0 - xt, self.a_ltd) - curve_inverse(1.0 - x, self.a_ltd)
+        ) * self.states_ltd
+        return np.where(xt >= x, up, -down)
+
+
+#: The union of response models; more kinds join it as a discriminated union on `kind`.
+DeviceResponse = NeuroSimResponse
