@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,12 +46,25 @@ class PulseShape(BaseModel):
         return 1 if self.amplitude_v > 0 else -1
 
 
+#: How the unselected lines of a passive array are biased while a device is pulsed.
+#: "none": selected devices only (1T1R or a selector); "v2": V/2 scheme (cells sharing the row
+#: or the column of a selected cell see V/2); "v3": V/3 scheme (every other cell sees +-V/3).
+BiasScheme = Literal["none", "v2", "v3"]
+
+
 @dataclass(frozen=True)
 class PulseGroup:
-    """One pulse shape and how many times each device of the array receives it."""
+    """One pulse shape and how many times each device of the array receives it.
+
+    With `parallel=False` the pulses are delivered device by device (each pulse half-selects
+    its row and column under V/2 biasing). With `parallel=True` the group is one or more
+    row/column-parallel phases: every counted device is pulsed at once in each phase, so a
+    device's half-select stress comes from its selected row or column only.
+    """
 
     shape: PulseShape
     counts: NDArray[np.int64]
+    parallel: bool = False
 
     def __post_init__(self) -> None:
         counts = np.asarray(self.counts)
@@ -88,6 +102,7 @@ class PulsePlan:
     rows: int
     cols: int
     groups: tuple[PulseGroup, ...] = field(default_factory=tuple)
+    bias: BiasScheme = "none"
 
     def __post_init__(self) -> None:
         if self.rows <= 0 or self.cols <= 0:
@@ -101,11 +116,15 @@ class PulsePlan:
                     f"group {k} counts have shape {group.counts.shape}, "
                     f"plan is ({self.rows}, {self.cols})"
                 )
+        if self.bias not in ("none", "v2", "v3"):
+            raise ValueError(f"bias must be 'none', 'v2' or 'v3', got {self.bias!r}")
         object.__setattr__(self, "groups", groups)
 
     @classmethod
-    def from_groups(cls, shape: tuple[int, int], groups: Sequence[PulseGroup]) -> PulsePlan:
-        return cls(rows=shape[0], cols=shape[1], groups=tuple(groups))
+    def from_groups(
+        cls, shape: tuple[int, int], groups: Sequence[PulseGroup], bias: BiasScheme = "none"
+    ) -> PulsePlan:
+        return cls(rows=shape[0], cols=shape[1], groups=tuple(groups), bias=bias)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -155,9 +174,9 @@ class PulsePlan:
         """A stable content hash, used to journal a plan and recognise it on resume."""
         import hashlib
 
-        h = hashlib.sha256(f"{self.rows}x{self.cols}".encode())
+        h = hashlib.sha256(f"{self.rows}x{self.cols}:{self.bias}".encode())
         for group in self.groups:
-            h.update(repr((group.shape.amplitude_v, group.shape.width_s)).encode())
+            h.update(repr((group.shape.amplitude_v, group.shape.width_s, group.parallel)).encode())
             h.update(np.ascontiguousarray(group.counts).tobytes())
         return h.hexdigest()
 
