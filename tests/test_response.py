@@ -1,0 +1,87 @@
+"""The NeuroSim response model: NL labels, the n-pulse update and its inverse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.response import NeuroSimResponse, a_to_nl, curve, curve_inverse, nl_to_a
+
+# NeuroSim's NL -> A/P_max table (Chen, Peng & Yu, IEEE TCAD 2018; NeuroSim source code).
+NEUROSIM_TABLE = [(0.5, 2.520), (1.0, 1.252), (2.0, 0.609), (3.01, 0.3853), (6.01, 0.1351)]
+
+
+@pytest.mark.parametrize(("nl", "a_ref"), NEUROSIM_TABLE)
+def test_nl_to_a_matches_neurosim_table(nl: float, a_ref: float) -> None:
+    assert float(nl_to_a(nl)) == pytest.approx(a_ref, rel=0.03)
+
+
+def test_nl_definition_is_max_deviation_from_linear() -> None:
+    p = np.linspace(0, 1, 5001)
+    for nl in (0.3, 1.7, 4.0):
+        deviation = 10 * np.abs(curve(p, nl_to_a(nl)) - p).max()
+        assert deviation == pytest.approx(nl, rel=0.01)
+        assert float(a_to_nl(nl_to_a(nl))) == pytest.approx(nl, rel=1e-3)
+    assert float(nl_to_a(-2.0)) == pytest.approx(-float(nl_to_a(2.0)))
+
+
+def test_nl_out_of_range_or_nan_is_refused() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        nl_to_a(float("nan"))
+    with pytest.raises(ValueError, match="NL"):
+        nl_to_a(50.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(-8.0, 8.0))
+def test_curve_inverse_round_trips(g: float, nl: float) -> None:
+    a = nl_to_a(nl)
+    assert float(curve(curve_inverse(g, a), a)) == pytest.approx(g, abs=1e-9)
+
+
+def make(nl_ltp: float = 2.4, nl_ltd: float = -4.88) -> NeuroSimResponse:
+    return NeuroSimResponse(
+        g_min_s=3.08e-9,
+        g_max_s=38.5e-9,
+        states_ltp=97,
+        states_ltd=100,
+        nl_ltp=nl_ltp,
+        nl_ltd=nl_ltd,
+    )
+
+
+def test_full_sweeps_reach_the_bounds_and_stay_inside() -> None:
+    r = make()
+    g = np.array([r.g_min_s, r.g_max_s])
+    assert r.after_pulses(g[:1], 97)[0] == pytest.approx(r.g_max_s)
+    assert r.after_pulses(g[1:], -100)[0] == pytest.approx(r.g_min_s)
+    many = r.after_pulses(np.linspace(r.g_min_s, r.g_max_s, 11), 10_000)
+    assert np.all(many <= r.g_max_s) and np.all(many >= r.g_min_s)
+
+
+def test_saturating_steps_shrink_toward_the_bound() -> None:
+    r = make()
+    g = np.linspace(r.g_min_s, r.g_max_s, 20)[:-1]
+    up = r.step(g, +1)
+    assert np.all(np.diff(up) < 0), "LTP steps must shrink as G approaches G_max"
+    down = r.step(g[1:], -1)
+    assert np.all(np.diff(down) > 0), "LTD steps must shrink as G approaches G_min"
+
+
+def test_pulses_between_inverts_after_pulses() -> None:
+    r = make(1.0, -1.0)
+    rng = np.random.default_rng(1)
+    g = rng.uniform(r.g_min_s, r.g_max_s, 50)
+    n = rng.integers(-30, 31, 50)
+    g_after = r.after_pulses(g, n)
+    inside = (g_after > r.g_min_s) & (g_after < r.g_max_s)
+    np.testing.assert_allclose(r.pulses_between(g, g_after)[inside], n[inside], atol=1e-6)
+
+
+def test_response_model_rejects_inverted_range() -> None:
+    with pytest.raises(ValueError, match="must exceed g_min_s"):
+        NeuroSimResponse(
+            g_min_s=2e-6, g_max_s=1e-6, states_ltp=10, states_ltd=10, nl_ltp=0, nl_ltd=0
+        )
