@@ -1,0 +1,347 @@
+"""The run journal: an SQLite record of every pulse plan, written before and after it is sent.
+
+Order per plan: `record_intent` (digest and counts, committed and fsynced) -> backend.apply ->
+`mark_applied` (committed). A crash leaves at most one plan in state 'intent', which the resume
+logic resolves against the backend. WAL mode with synchronous=FULL makes every commit durable
+before the call returns; a kill at any moment leaves the journal consistent.
+
+Any failure to write (unwritable directory, full disk, I/O error) raises `JournalError`, a
+one-line `InputError`, before the pulses that depended on it are sent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from protocols.errors import InputError
+from protocols.plan import PulsePlan
+
+SyncMode = Literal["full", "normal"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plans (
+    seq INTEGER PRIMARY KEY,
+    position INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    groups INTEGER NOT NULL,
+    pulses INTEGER NOT NULL,
+    set_pulses INTEGER NOT NULL,
+    reset_pulses INTEGER NOT NULL,
+    devices INTEGER NOT NULL,
+    energy_j REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('intent', 'applied', 'unknown')),
+    t_intent REAL NOT NULL,
+    t_applied REAL,
+    replays INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS presentations (
+    position INTEGER PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    pattern INTEGER NOT NULL,
+    loss REAL NOT NULL,
+    status TEXT NOT NULL,
+    accepted INTEGER NOT NULL,
+    clipped INTEGER NOT NULL,
+    pulses INTEGER NOT NULL,
+    energy_j REAL NOT NULL,
+    max_abs_dw REAL NOT NULL,
+    plan_seq INTEGER,
+    did_read INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch INTEGER PRIMARY KEY,
+    loss REAL NOT NULL,
+    accuracy TEXT NOT NULL,
+    pulses INTEGER NOT NULL,
+    energy_j REAL NOT NULL,
+    refused INTEGER NOT NULL,
+    stuck INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    position INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    t REAL NOT NULL
+);
+"""
+
+
+class JournalError(InputError):
+    """The journal could not be written; nothing that depended on it was sent."""
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    seq: int
+    position: int
+    epoch: int
+    kind: str
+    digest: str
+    pulses: int
+    state: str
+    replays: int
+
+
+def _explain(exc: sqlite3.Error, path: Path) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "full" in low:
+        hint = "the disk (or the journal's size limit) is full; free space, then resume the run"
+    elif "readonly" in low or "unable to open" in low or "permission" in low:
+        hint = "the run directory is not writable"
+    elif "disk i/o" in low:
+        hint = "the disk reported an I/O error"
+    else:
+        hint = "the journal could not be written"
+    return f"journal {path}: {hint} ({text})"
+
+
+class Journal:
+    """SQLite journal of a run (plans, per-presentation metrics, per-epoch metrics, events)."""
+
+    def __init__(self, path: str | Path, *, sync: SyncMode = "full") -> None:
+        self.path = Path(path)
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise JournalError(_explain(exc, self.path)) from exc
+
+    # -- plumbing ------------------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise JournalError(_explain(exc, self.path)) from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta ----------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value))
+            )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    # -- plans ---------------------------------------------------------------------------
+    def record_intent(
+        self, seq: int, position: int, epoch: int, kind: str, plan: PulsePlan, energy_j: float
+    ) -> None:
+        """Durably record that `plan` is about to be sent (call before backend.apply)."""
+        signed = [(g.shape.polarity, g.total) for g in plan.groups]
+        set_p = sum(n for pol, n in signed if pol > 0)
+        reset_p = sum(n for pol, n in signed if pol < 0)
+        devices = int(np.count_nonzero(plan.counts_per_device()))
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO plans(seq, position, epoch, kind, digest, groups, pulses, set_pulses,"
+                " reset_pulses, devices, energy_j, state, t_intent) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?)",
+                (
+                    seq,
+                    position,
+                    epoch,
+                    kind,
+                    plan.digest(),
+                    len(plan.groups),
+                    set_p + reset_p,
+                    set_p,
+                    reset_p,
+                    devices,
+                    float(energy_j),
+                    time.time(),
+                ),
+            )
+
+    def mark_applied(self, seq: int) -> None:
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE plans SET state = 'applied', t_applied = ? WHERE seq = ?",
+                (time.time(), seq),
+            )
+            if cur.rowcount != 1:
+                raise JournalError(f"journal {self.path}: no plan {seq} to mark applied")
+
+    def note_replay(self, seq: int) -> None:
+        """A plan re-sent after the backend was restored to a state from before it."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE plans SET replays = replays + 1, state = 'applied', "
+                "t_applied = COALESCE(t_applied, ?) WHERE seq = ?",
+                (time.time(), seq),
+            )
+
+    def mark_unknown(self, seq: int) -> None:
+        """A plan whose delivery neither the journal nor the backend can confirm."""
+        with self._tx() as c:
+            c.execute("UPDATE plans SET state = 'unknown' WHERE seq = ?", (seq,))
+
+    def plan(self, seq: int) -> PlanRecord | None:
+        row = self._conn.execute(
+            "SELECT seq, position, epoch, kind, digest, pulses, state, replays FROM plans "
+            "WHERE seq = ?",
+            (seq,),
+        ).fetchone()
+        return None if row is None else PlanRecord(*row)
+
+    def plans(self) -> list[PlanRecord]:
+        rows = self._conn.execute(
+            "SELECT seq, position, epoch, kind, digest, pulses, state, replays FROM plans "
+            "ORDER BY seq"
+        ).fetchall()
+        return [PlanRecord(*r) for r in rows]
+
+    def pending(self) -> list[PlanRecord]:
+        return [p for p in self.plans() if p.state == "intent"]
+
+    def max_seq(self) -> int:
+        row = self._conn.execute("SELECT MAX(seq) FROM plans").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    def drop_plans_after(self, seq: int) -> int:
+        """Forget plans journaled after `seq` whose effect a backend restore has undone."""
+        with self._tx() as c:
+            return int(c.execute("DELETE FROM plans WHERE seq > ?", (seq,)).rowcount)
+
+    # -- metrics -------------------------------------------------------------------------
+    def record_presentation(
+        self,
+        *,
+        position: int,
+        epoch: int,
+        pattern: int,
+        loss: float,
+        status: str,
+        accepted: bool,
+        clipped: bool,
+        pulses: int,
+        energy_j: float,
+        max_abs_dw: float,
+        plan_seq: int | None,
+        did_read: bool,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO presentations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    position,
+                    epoch,
+                    pattern,
+                    float(loss) if np.isfinite(loss) else -1.0,
+                    status,
+                    int(accepted),
+                    int(clipped),
+                    int(pulses),
+                    float(energy_j),
+                    float(max_abs_dw) if np.isfinite(max_abs_dw) else -1.0,
+                    plan_seq,
+                    int(did_read),
+                ),
+            )
+
+    def record_epoch(
+        self,
+        *,
+        epoch: int,
+        loss: float,
+        accuracy: dict[str, float],
+        pulses: int,
+        energy_j: float,
+        refused: int,
+        stuck: int,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (epoch, float(loss), json.dumps(accuracy), pulses, float(energy_j), refused, stuck),
+            )
+
+    def record_event(self, position: int, kind: str, message: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO events(position, kind, message, t) VALUES (?, ?, ?, ?)",
+                (position, kind, message, time.time()),
+            )
+
+    def epochs(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT epoch, loss, accuracy, pulses, energy_j, refused, stuck FROM epochs "
+            "ORDER BY epoch"
+        ).fetchall()
+        return [
+            {
+                "epoch": r[0],
+                "loss": r[1],
+                "accuracy": json.loads(r[2]),
+                "pulses": r[3],
+                "energy_j": r[4],
+                "refused": r[5],
+                "stuck": r[6],
+            }
+            for r in rows
+        ]
+
+    def events(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT position, kind, message FROM events ORDER BY id"
+        ).fetchall()
+        return [{"position": r[0], "kind": r[1], "message": r[2]} for r in rows]
+
+    def presentation_table(self) -> dict[str, np.ndarray]:
+        rows = self._conn.execute(
+            "SELECT position, epoch, loss, accepted, pulses, energy_j FROM presentations "
+            "ORDER BY position"
+        ).fetchall()
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+        keys = ("position", "epoch", "loss", "accepted", "pulses", "energy_j")
+        return {k: arr[:, i] for i, k in enumerate(keys)}
+
+    def totals(self) -> dict[str, float]:
+        row = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(pulses), 0), COALESCE(SUM(energy_j), 0) FROM plans "
+            "WHERE state = 'applied'"
+        ).fetchone()
+        refused = self._conn.execute(
+            "SELECT COUNT(*) FROM presentations WHERE accepted = 0"
+        ).fetchone()[0]
+        return {
+            "plans": int(row[0]),
+            "pulses": int(row[1]),
+            "energy_j": float(row[2]),
+            "refused_updates": int(refused),
+        }

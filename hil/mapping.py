@@ -1,0 +1,273 @@
+"""Weights on devices: one differential pair of conductances per weight.
+
+W = (G+ - G-) / g_scale. The N x N weight matrix sits on an N x 2N physical array: row i holds
+the pairs of weight row i, either as two blocks (G+ in columns [0, N), G- in [N, 2N)) or
+interleaved (G+ in column 2j, G- in 2j + 1). g_scale (siemens per unit weight) is chosen from
+the device range so that |W| <= w_max fits with both devices inside [G_min, G_max].
+
+A positive dW can raise G+ (SET) or lower G- (RESET); a negative one the reverse. The split
+sends each update to the device of the pair with more room in the needed direction, which
+keeps pairs away from the bounds (where nonlinear devices stop moving) and lets a weight keep
+learning, in both directions, through one device when its partner is stuck.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+Layout = Literal["blocks", "interleaved"]
+
+
+@dataclass(frozen=True)
+class DifferentialMapping:
+    """Layout and scale of an N-unit weight matrix on an N x 2N array of devices."""
+
+    n: int
+    g_min_s: float
+    g_max_s: float
+    g_scale: float
+    layout: Layout = "blocks"
+    plus_cols: NDArray[np.intp] = field(init=False, repr=False, compare=False)
+    minus_cols: NDArray[np.intp] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.n <= 0:
+            raise ValueError(f"the network needs at least one unit, got n={self.n}")
+        if not (0.0 < self.g_min_s < self.g_max_s):
+            raise ValueError(
+                f"device range must satisfy 0 < g_min < g_max, got [{self.g_min_s}, "
+                f"{self.g_max_s}] S"
+            )
+        if not (np.isfinite(self.g_scale) and self.g_scale > 0.0):
+            raise ValueError(f"g_scale must be positive and finite, got {self.g_scale}")
+        if self.layout == "blocks":
+            plus = np.arange(self.n, dtype=np.intp)
+            minus = plus + self.n
+        elif self.layout == "interleaved":
+            plus = 2 * np.arange(self.n, dtype=np.intp)
+            minus = plus + 1
+        else:
+            raise ValueError(f"layout must be 'blocks' or 'interleaved', got {self.layout!r}")
+        object.__setattr__(self, "plus_cols", plus)
+        object.__setattr__(self, "minus_cols", minus)
+
+    @classmethod
+    def from_range(
+        cls,
+        n: int,
+        g_min_s: float,
+        g_max_s: float,
+        *,
+        w_max: float,
+        layout: Layout = "blocks",
+    ) -> DifferentialMapping:
+        """Scale so that |W| = w_max uses the whole range of one device of the pair."""
+        if not (np.isfinite(w_max) and w_max > 0.0):
+            raise ValueError(f"w_max must be positive and finite, got {w_max}")
+        return cls(n, g_min_s, g_max_s, (g_max_s - g_min_s) / w_max, layout)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Physical array shape (rows, cols) = (N, 2N)."""
+        return (self.n, 2 * self.n)
+
+    @property
+    def w_max(self) -> float:
+        return (self.g_max_s - self.g_min_s) / self.g_scale
+
+    @property
+    def g_mid_s(self) -> float:
+        return 0.5 * (self.g_min_s + self.g_max_s)
+
+    # -- layout --------------------------------------------------------------------------
+    def split(self, G: Array) -> tuple[Array, Array]:
+        """(G+, G-), each N x N, from the physical N x 2N array."""
+        G = np.asarray(G, dtype=np.float64)
+        if G.shape != self.shape:
+            raise ValueError(f"conductances have shape {G.shape}, the mapping needs {self.shape}")
+        return G[:, self.plus_cols], G[:, self.minus_cols]
+
+    def join(self, g_plus: Array, g_minus: Array) -> Array:
+        """The physical N x 2N array from the two N x N halves."""
+        out = np.empty(self.shape, dtype=np.float64)
+        out[:, self.plus_cols] = g_plus
+        out[:, self.minus_cols] = g_minus
+        return out
+
+    def weights(self, G: Array) -> Array:
+        """W = (G+ - G-) / g_scale."""
+        g_plus, g_minus = self.split(G)
+        return (g_plus - g_minus) / self.g_scale
+
+    def pair_mask(self, device_mask: BoolArray) -> BoolArray:
+        """N x N: True where either device of the weight's pair is flagged."""
+        plus, minus = self.split(device_mask.astype(np.float64))
+        return (plus > 0) | (minus > 0)
+
+    # -- programming targets and updates -------------------------------------------------
+    def targets(self, W: Array) -> Array:
+        """Conductances realising W symmetrically about mid-range: G± = G_mid ± W g_scale / 2."""
+        W = np.asarray(W, dtype=np.float64)
+        if W.shape != (self.n, self.n):
+            raise ValueError(f"W has shape {W.shape}, the mapping needs {(self.n, self.n)}")
+        over = np.abs(W) > self.w_max
+        if over.any():
+            i, j = np.argwhere(over)[0]
+            raise ValueError(
+                f"weight W[{i}, {j}] = {W[i, j]:.4g} is outside +-w_max = {self.w_max:.4g}; "
+                "raise mapping.w_max"
+            )
+        half = 0.5 * W * self.g_scale
+        return self.join(self.g_mid_s + half, self.g_mid_s - half)
+
+    def request(self, dW: Array, G: Array, stuck: BoolArray | None = None) -> Array:
+        """Per-device dG (N x 2N) realising dW, each weight's change on one device of its pair.
+
+        For dW > 0 the candidates are SET on G+ (room G_max - G+) and RESET on G- (room
+        G- - G_min); for dW < 0 the mirror. The device with more room takes the whole change;
+        stuck devices have no room, so a weight with one stuck device learns through the other
+        and a weight with both stuck gets no request.
+        """
+        dW = np.asarray(dW, dtype=np.float64)
+        if dW.shape != (self.n, self.n):
+            raise ValueError(f"dW has shape {dW.shape}, the mapping needs {(self.n, self.n)}")
+        g_plus, g_minus = self.split(G)
+        up = dW > 0
+        room_plus = np.where(up, self.g_max_s - g_plus, g_plus - self.g_min_s)
+        room_minus = np.where(up, g_minus - self.g_min_s, self.g_max_s - g_minus)
+        if stuck is not None:
+            s_plus, s_minus = self.split(np.asarray(stuck, dtype=np.float64))
+            room_plus = np.where(s_plus > 0, -np.inf, room_plus)
+            room_minus = np.where(s_minus > 0, -np.inf, room_minus)
+        use_plus = room_plus >= room_minus
+        movable = np.isfinite(np.maximum(room_plus, room_minus))
+        dg = dW * self.g_scale
+        d_plus = np.where(use_plus & movable, dg, 0.0)
+        d_minus = np.where(~use_plus & movable, -dg, 0.0)
+        return self.join(d_plus, d_minus)
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {
+            "n": self.n,
+            "g_min_s": self.g_min_s,
+            "g_max_s": self.g_max_s,
+            "g_scale": self.g_scale,
+            "w_max": self.w_max,
+            "layout": self.layout,
+        }
+
+
+@dataclass
+class StuckDetector:
+    """Flags devices that do not move when the response model says they should.
+
+    Between reads the controller adds the expected |dG| of every plan (from the response model,
+    which already knows a device at its bound cannot move further). At a read, a device whose
+    observed movement since the previous read is below `ratio` times what was expected, once
+    at least `min_expected` (a fraction of the range) was expected, gets a strike; `strikes`
+    strikes in a row mark it stuck. Stuck devices are excluded from updates and reported.
+    """
+
+    shape: tuple[int, int]
+    g_range_s: float
+    min_expected: float = 0.05
+    ratio: float = 0.1
+    strikes: int = 2
+    expected: Array = field(init=False)
+    count: NDArray[np.int64] = field(init=False)
+    stuck: BoolArray = field(init=False)
+    last_read: Array | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.expected = np.zeros(self.shape)
+        self.count = np.zeros(self.shape, dtype=np.int64)
+        self.stuck = np.zeros(self.shape, dtype=bool)
+
+    def add_expected(self, g_before: Array, g_after_expected: Array) -> None:
+        self.expected += np.abs(g_after_expected - g_before)
+
+    def observe(self, g_read: Array) -> BoolArray:
+        """Compare a fresh read with the previous one; return the newly stuck devices."""
+        g_read = np.asarray(g_read, dtype=np.float64)
+        newly = np.zeros(self.shape, dtype=bool)
+        if self.last_read is not None:
+            observed = np.abs(g_read - self.last_read)
+            judged = self.expected >= self.min_expected * self.g_range_s
+            still = judged & (observed < self.ratio * self.expected)
+            self.count = np.where(judged, np.where(still, self.count + 1, 0), self.count)
+            newly = (self.count >= self.strikes) & ~self.stuck
+            self.stuck |= newly
+        self.last_read = g_read.copy()
+        self.expected[:] = 0.0
+        return newly
+
+    def state(self) -> dict[str, Array]:
+        out: dict[str, Array] = {
+            "stuck_expected": self.expected.copy(),
+            "stuck_count": self.count.astype(np.float64),
+            "stuck_mask": self.stuck.astype(np.float64),
+        }
+        if self.last_read is not None:
+            out["stuck_last_read"] = self.last_read.copy()
+        return out
+
+    def load(self, state: dict[str, Array]) -> None:
+        self.expected = np.asarray(state["stuck_expected"], dtype=np.float64).copy()
+        self.count = np.asarray(state["stuck_count"]).astype(np.int64)
+        self.stuck = np.asarray(state["stuck_mask"]) > 0
+        last = state.get("stuck_last_read")
+        self.last_read = None if last is None else np.asarray(last, dtype=np.float64).copy()
+
+
+def stuck_after_programming(
+    g_start: Array, g_end: Array, g_target: Array, g_min_s: float, g_max_s: float, tol: float
+) -> BoolArray:
+    """Devices that write-verify could not bring near target and that did not move at all.
+
+    `tol` is a fraction of the range: a device is stuck when it ends farther than tol from its
+    target and moved less than tol/10 of the range during programming.
+    """
+    span = g_max_s - g_min_s
+    missed = np.abs(g_end - g_target) > tol * span
+    frozen = np.abs(g_end - g_start) < 0.1 * tol * span
+    return missed & frozen
+
+
+def stuck_report(mapping: DifferentialMapping, stuck: BoolArray, G: Array) -> dict[str, object]:
+    """Which devices are stuck, their weight pair and conductance, and which weights are frozen."""
+    rows, cols = np.nonzero(stuck)
+    inv = np.empty(mapping.shape[1], dtype=np.intp)
+    inv[mapping.plus_cols] = np.arange(mapping.n)
+    inv[mapping.minus_cols] = np.arange(mapping.n)
+    is_plus = np.zeros(mapping.shape[1], dtype=bool)
+    is_plus[mapping.plus_cols] = True
+    s_plus, s_minus = mapping.split(stuck.astype(np.float64))
+    frozen = (s_plus > 0) & (s_minus > 0)
+    devices = [
+        {
+            "row": int(r),
+            "col": int(c),
+            "role": "G+" if is_plus[c] else "G-",
+            "weight": [int(r), int(inv[c])],
+            "g_s": float(G[r, c]),
+            "at": "g_min"
+            if G[r, c] <= mapping.g_min_s + 0.02 * (mapping.g_max_s - mapping.g_min_s)
+            else "g_max"
+            if G[r, c] >= mapping.g_max_s - 0.02 * (mapping.g_max_s - mapping.g_min_s)
+            else "mid",
+        }
+        for r, c in zip(rows, cols, strict=True)
+    ]
+    return {
+        "stuck_devices": len(devices),
+        "stuck_fraction": float(stuck.mean()) if stuck.size else 0.0,
+        "frozen_weights": int(frozen.sum()),
+        "one_sided_weights": int(((s_plus > 0) ^ (s_minus > 0)).sum()),
+        "devices": devices,
+    }

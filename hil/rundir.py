@@ -1,0 +1,234 @@
+"""The run directory: resolved config, journal, atomic checkpoints, final state, report.
+
+Layout:
+    config.json              the fully resolved run config (what `--resume` reloads)
+    journal.sqlite           plans, per-presentation and per-epoch metrics, events
+    checkpoints/ckpt-<pos>.npz  controller state (+ backend snapshot) at a position
+    final.npz                final conductances, weights, pulse counts, stuck mask
+    report.md, report.json, *.png
+
+Every file is written to a temporary name, fsynced and renamed, then the directory is
+fsynced, so a kill leaves either the old or the new file, never half of one. Checkpoints hold
+no pickles: arrays go in the npz, everything else (random generator states, positions) in a
+JSON entry, so loading a run never executes code from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from protocols.errors import InputError
+
+_CKPT = re.compile(r"^ckpt-(\d{10})\.npz$")
+_META_KEY = "__meta__"
+KEEP_CHECKPOINTS = 2
+
+
+class RunDirError(InputError):
+    """The run directory cannot be created, written or read."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves the old file or the new one."""
+    path = Path(path)
+    tmp_name = ""
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = ""
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp_name:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+# -- pickle-free packing of nested state (backend snapshots, generator states) ------------
+def pack(obj: Any, arrays: dict[str, NDArray[Any]], prefix: str = "a") -> Any:
+    """A JSON-able tree of `obj` with every ndarray moved into `arrays`."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise TypeError(f"cannot checkpoint an object array at {prefix}")
+        key = f"{prefix}#{len(arrays)}"
+        arrays[key] = obj
+        return {"__array__": key}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj):
+            raise TypeError(f"checkpoint dict keys must be strings at {prefix}")
+        return {"__dict__": {k: pack(v, arrays, f"{prefix}.{k}") for k, v in obj.items()}}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [pack(v, arrays, f"{prefix}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [pack(v, arrays, f"{prefix}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return {"__scalar__": obj.dtype.str, "v": pack(obj.item(), arrays, prefix)}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        if isinstance(obj, float) and not np.isfinite(obj):
+            return {"__float__": repr(obj)}
+        return obj
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {prefix}")
+
+
+def unpack(tree: Any, arrays: dict[str, NDArray[Any]]) -> Any:
+    """Inverse of `pack`."""
+    if isinstance(tree, list):
+        return [unpack(v, arrays) for v in tree]
+    if isinstance(tree, dict):
+        if "__array__" in tree:
+            return arrays[tree["__array__"]]
+        if "__dict__" in tree:
+            return {k: unpack(v, arrays) for k, v in tree["__dict__"].items()}
+        if "__tuple__" in tree:
+            return tuple(unpack(v, arrays) for v in tree["__tuple__"])
+        if "__scalar__" in tree:
+            return np.dtype(tree["__scalar__"]).type(unpack(tree["v"], arrays))
+        if "__float__" in tree:
+            return float(tree["__float__"])
+        raise ValueError(f"unknown checkpoint node {sorted(tree)}")
+    return tree
+
+
+def npz_bytes(arrays: dict[str, NDArray[Any]]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+class RunDir:
+    """Paths and durable writes of one run."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- creation and checks -------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path) -> RunDir:
+        """A new run directory; refuse one that already holds a run, or that is not writable."""
+        rd = cls(path)
+        if (rd.path / "config.json").exists():
+            raise RunDirError(
+                f"run directory {rd.path} already holds a run; resume it with --resume "
+                f"{rd.path} or choose another --out"
+            )
+        try:
+            rd.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(
+                f"cannot create run directory {rd.path}: {exc.strerror or exc}"
+            ) from exc
+        rd.check_writable()
+        return rd
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        rd = cls(path)
+        if not (rd.path / "config.json").is_file():
+            raise RunDirError(f"{rd.path} is not a run directory (no config.json)")
+        return rd
+
+    def check_writable(self) -> None:
+        probe = self.path / ".write-probe"
+        try:
+            with open(probe, "wb") as fh:
+                fh.write(b"ok")
+                fh.flush()
+                os.fsync(fh.fileno())
+            probe.unlink()
+        except OSError as exc:
+            raise RunDirError(
+                f"run directory {self.path} is not writable: {exc.strerror or exc}"
+            ) from exc
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / "journal.sqlite"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def final_path(self) -> Path:
+        return self.path / "final.npz"
+
+    # -- files ---------------------------------------------------------------------------
+    def write_json(self, name: str, obj: Any) -> Path:
+        path = self.path / name
+        write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+        return path
+
+    def read_json(self, name: str) -> Any:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"cannot read {path}: {exc}") from exc
+
+    def save_npz(self, path: Path, arrays: dict[str, NDArray[Any]]) -> None:
+        write_atomic(path, npz_bytes(arrays))
+
+    def save_checkpoint(
+        self, position: int, arrays: dict[str, NDArray[Any]], meta: dict[str, Any]
+    ) -> Path:
+        """Atomically write the state at `position`; keep the newest few checkpoints."""
+        packed: dict[str, NDArray[Any]] = dict(arrays)
+        tree = pack(meta, packed, "meta")
+        packed[_META_KEY] = np.frombuffer(json.dumps(tree).encode(), dtype=np.uint8)
+        path = self.checkpoint_dir / f"ckpt-{position:010d}.npz"
+        self.save_npz(path, packed)
+        for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = [p for p in self.checkpoint_dir.iterdir() if _CKPT.match(p.name)]
+        return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)))  # type: ignore[union-attr]
+
+    def load_checkpoint(self, path: Path) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        tree = json.loads(arrays.pop(_META_KEY).tobytes().decode())
+        meta = unpack(tree, arrays)
+        plain = {k: v for k, v in arrays.items() if "#" not in k}
+        return plain, meta
+
+    def latest_checkpoint(self) -> tuple[dict[str, NDArray[Any]], dict[str, Any]] | None:
+        """The newest checkpoint that loads; None when the run never reached one."""
+        for path in reversed(self.checkpoints()):
+            try:
+                return self.load_checkpoint(path)
+            except (OSError, ValueError, KeyError):
+                continue
+        return None
