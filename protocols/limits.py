@@ -32,13 +32,24 @@ class SafetyLimits(BaseModel):
     max_pulses_per_device_per_update: int = Field(default=64, ge=1)
     max_pulses_per_device_per_run: int = Field(default=10_000_000, ge=1)
     max_energy_per_update_j: float = Field(default=1e-3, gt=0.0)
+    max_half_select_v: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="largest |V| a half-selected device may see under V/2 or V/3 biasing, V "
+        "(None: not checked)",
+    )
 
     @field_validator(
-        "max_set_v", "max_reset_v", "max_width_s", "compliance_a", "max_energy_per_update_j"
+        "max_set_v",
+        "max_reset_v",
+        "max_width_s",
+        "compliance_a",
+        "max_energy_per_update_j",
+        "max_half_select_v",
     )
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
             raise ValueError(f"must be finite, got {value!r}")
         return value
 
@@ -77,6 +88,14 @@ def check_plan(
                 f"group {k}: RESET amplitude {amp:g} V for device (row={device[0]}, "
                 f"col={device[1]}) exceeds max_reset_v={limits.max_reset_v:g} V"
             )
+        if limits.max_half_select_v is not None and plan.bias != "none":
+            half = abs(amp) / (2.0 if plan.bias == "v2" else 3.0)
+            if half > limits.max_half_select_v:
+                raise LimitViolation(
+                    f"group {k}: {plan.bias} biasing puts {half:g} V on devices sharing a line "
+                    f"with device (row={device[0]}, col={device[1]}), over "
+                    f"max_half_select_v={limits.max_half_select_v:g} V"
+                )
         if group.shape.width_s > limits.max_width_s:
             raise LimitViolation(
                 f"group {k}: pulse width {group.shape.width_s:g} s for device (row={device[0]}, "

@@ -1,0 +1,93 @@
+"""Programming schemes: a requested conductance change per device becomes a checked pulse plan.
+
+`plan_update` is the one entry for open-loop schemes (manhattan, proportional,
+outer_product); `WriteVerifyPlanner` is the closed-loop one (read -> plan -> read). Every plan
+is checked against the safety limits before it is returned; on a violation
+`LimitViolation` is raised and nothing is returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from protocols.errors import InputError
+from protocols.limits import SafetyLimits
+from protocols.plan import PulsePlan
+from protocols.response import DeviceResponse
+from protocols.schemes.common import PlannedUpdate, as_grid, expected_after, stochastic_round
+from protocols.schemes.manhattan import plan_manhattan
+from protocols.schemes.outer_product import plan_outer_product
+from protocols.schemes.proportional import plan_proportional
+from protocols.schemes.write_verify import WriteVerifyPlanner
+from protocols.spec import (
+    ManhattanScheme,
+    OuterProductScheme,
+    ProportionalScheme,
+    PulsePair,
+    WriteVerifyScheme,
+)
+
+OpenLoopScheme = ManhattanScheme | ProportionalScheme | OuterProductScheme
+
+__all__ = [
+    "OpenLoopScheme",
+    "PlannedUpdate",
+    "WriteVerifyPlanner",
+    "expected_after",
+    "plan_update",
+    "plan_update_detailed",
+    "stochastic_round",
+]
+
+
+def plan_update_detailed(
+    scheme: OpenLoopScheme | WriteVerifyScheme,
+    delta_g: ArrayLike,
+    g: ArrayLike,
+    response: DeviceResponse,
+    pulses: PulsePair,
+    limits: SafetyLimits,
+    *,
+    rng: np.random.Generator | None = None,
+    run_counts: ArrayLike | None = None,
+) -> PlannedUpdate:
+    """Plan `delta_g` (S, rows x cols) from conductances `g` (S); plan plus expectations.
+
+    `rng` is required by stochastic rounding (proportional default, outer_product).
+    `run_counts` (pulses already delivered in this run) enables the per-run budget check.
+    """
+    dg = as_grid("delta_g", delta_g)
+    g_arr = as_grid("g", g, dg.shape)
+    counts = None if run_counts is None else np.asarray(run_counts, dtype=np.int64)
+    if counts is not None and counts.shape != dg.shape:
+        raise InputError(f"run_counts has shape {counts.shape}, expected {dg.shape}")
+    if isinstance(scheme, ManhattanScheme):
+        return plan_manhattan(scheme, dg, g_arr, response, pulses, limits, counts)
+    if isinstance(scheme, ProportionalScheme):
+        return plan_proportional(scheme, dg, g_arr, response, pulses, limits, rng, counts)
+    if isinstance(scheme, OuterProductScheme):
+        return plan_outer_product(scheme, dg, g_arr, response, pulses, limits, rng, counts)
+    if isinstance(scheme, WriteVerifyScheme):
+        raise InputError(
+            "write_verify is closed-loop (read, pulse, read): use "
+            "protocols.schemes.WriteVerifyPlanner or hil.programming.program"
+        )
+    raise TypeError(f"unknown scheme {type(scheme).__name__}")
+
+
+def plan_update(
+    scheme: OpenLoopScheme | WriteVerifyScheme,
+    delta_g: ArrayLike,
+    g: ArrayLike,
+    response: DeviceResponse,
+    pulses: PulsePair,
+    limits: SafetyLimits,
+    *,
+    rng: np.random.Generator | None = None,
+    run_counts: ArrayLike | None = None,
+) -> PulsePlan:
+    """The checked pulse plan for a requested change `delta_g` (see `plan_update_detailed`)."""
+    return plan_update_detailed(
+        scheme, delta_g, g, response, pulses, limits, rng=rng, run_counts=run_counts
+    ).plan
