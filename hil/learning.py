@@ -46,6 +46,12 @@ class RuleConfig(BaseModel):
     forward_settle_tol: float = Field(
         default=1e-3, gt=0.0, description="max |dv/dt| accepted at t_max as settled"
     )
+    side_settle_tol: float = Field(
+        default=1e-3,
+        gt=0.0,
+        description="max |dy/dt| accepted at t_max; above it the side network counts as "
+        "diverging (a slow but contracting side network is still a gradient)",
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ def presentation_update(
     status: UpdateStatus = "ok"
     if not (np.all(np.isfinite(v)) and np.all(np.isfinite(y))):
         status = "non_finite"
-    elif side.diverged.any() or not side.converged.all():
+    elif side.diverged.any() or not np.all(side.residual < cfg.side_settle_tol):
         status = "side_diverged"
     elif cfg.require_forward_settled and not np.all(fwd.residual < cfg.forward_settle_tol):
         status = "forward_not_settled"

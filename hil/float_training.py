@@ -1,0 +1,112 @@
+"""The software trainer: eq. 20 applied in floating point, one presentation at a time.
+
+Two modes. `paper`: input = target = clean pattern (section IV of the paper). `denoising`:
+input = the pattern corrupted with probability `p_train` (fresh noise every presentation),
+target = the clean pattern, so the fixed point learns to undo the corruption it will meet at
+test time. Both use `hil.learning.presentation_update`, the same code the in-situ trainer
+calls, so for one seed the requested updates agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hil.learning import RuleConfig, band_mask, presentation_update
+from hil.patterns import corrupt
+
+Array = NDArray[np.float64]
+
+
+class TrainConfig(BaseModel):
+    """What to train and how; defaults are the paper's (300 epochs, fixed order)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=300, ge=1)
+    order: Literal["fixed", "shuffled"] = "fixed"
+    mode: Literal["paper", "denoising"] = "paper"
+    p_train: float = Field(default=0.0, ge=0.0, le=0.5, description="denoising corruption")
+    copies: int = Field(
+        default=1, ge=1, description="corrupted copies per presentation (denoising), averaged"
+    )
+    w_init: float = Field(default=0.1, ge=0.0, description="W0 symmetric U[-w_init, w_init]")
+    seed: int = 0
+    rule: RuleConfig = RuleConfig()
+
+    @model_validator(mode="after")
+    def _denoising_needs_noise(self) -> TrainConfig:
+        if self.mode == "denoising" and self.p_train <= 0.0:
+            raise ValueError("denoising mode needs p_train > 0")
+        if self.mode == "paper" and (self.p_train != 0.0 or self.copies != 1):
+            raise ValueError("paper mode trains on clean patterns: p_train = 0, copies = 1")
+        return self
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch of training, for the history and the progress line."""
+
+    epoch: int
+    loss: float
+    max_abs_w: float
+    refused: int
+    clipped: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    W: Array
+    history: list[EpochStats] = field(default_factory=list)
+
+
+def initial_weights(n: int, cfg: TrainConfig, rng: np.random.Generator) -> Array:
+    """Symmetric W0 with entries U[-w_init, w_init] (the paper's 0.1), band-masked."""
+    A = rng.uniform(-cfg.w_init, cfg.w_init, size=(n, n))
+    W = np.triu(A) + np.triu(A, 1).T
+    return np.where(band_mask(n, cfg.rule.band_radius), W, 0.0)
+
+
+def train(
+    patterns: Array,
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable[[EpochStats], object] | None = None,
+) -> TrainResult:
+    """Train W on the patterns; `on_epoch` sees every epoch's statistics (progress bars)."""
+    P = np.asarray(patterns, dtype=np.float64)
+    k, n = P.shape
+    rng = np.random.default_rng(cfg.seed)
+    W = initial_weights(n, cfg, rng)
+    mask = band_mask(n, cfg.rule.band_radius)
+    rule = cfg.rule
+    if cfg.copies > 1:
+        rule = rule.model_copy(update={"eta": rule.eta / cfg.copies})
+    history: list[EpochStats] = []
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(k) if cfg.order == "shuffled" else np.arange(k)
+        loss, refused, clipped = 0.0, 0, 0
+        for idx in order:
+            target = np.broadcast_to(P[idx], (cfg.copies, n))
+            inputs = corrupt(target, cfg.p_train, rng) if cfg.mode == "denoising" else target
+            upd = presentation_update(W, inputs, target, rule, mask=mask)
+            W = W + upd.dW
+            loss += upd.loss
+            refused += int(not upd.accepted)
+            clipped += int(upd.clipped)
+        stats = EpochStats(
+            epoch=epoch + 1,
+            loss=loss / k,
+            max_abs_w=float(np.abs(W).max()),
+            refused=refused,
+            clipped=clipped,
+        )
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    return TrainResult(W=W, history=history)

@@ -1,0 +1,403 @@
+"""Pattern sets: the built-in 16 glyphs, user pattern files, and seeded corruption.
+
+Patterns are ±1 arrays of shape (K, N) with a display shape (H, W), H * W = N. User files
+are either a text grid (`#` on, `.` off, a blank line between patterns, an optional
+`[name]` line before each) or a `.npy` array of shape (K, H, W) or (K, N) holding ±1 or
+0/1. Anything else is refused with one line naming the file and the line (or index).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from protocols.errors import InputError
+
+Array = NDArray[np.float64]
+
+ON, OFF = "#", "."
+
+
+@dataclass(frozen=True)
+class PatternSet:
+    """K bipolar patterns of N = H * W pixels, with names for tables and figures."""
+
+    patterns: Array
+    names: tuple[str, ...]
+    shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        k, n = self.patterns.shape
+        if len(self.names) != k or self.shape[0] * self.shape[1] != n:
+            raise ValueError("names/shape do not match the pattern array")
+
+    @property
+    def count(self) -> int:
+        return int(self.patterns.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.patterns.shape[1])
+
+    def images(self) -> Array:
+        """The patterns as (K, H, W) images."""
+        return self.patterns.reshape(self.count, *self.shape)
+
+    def correlation(self) -> Array:
+        """Pearson correlation matrix between patterns (the paper's Fig. 2, bottom)."""
+        P = self.patterns - self.patterns.mean(axis=1, keepdims=True)
+        norm = np.linalg.norm(P, axis=1)
+        norm[norm == 0.0] = 1.0
+        P = P / norm[:, None]
+        return np.clip(P @ P.T, -1.0, 1.0)
+
+
+# Sixteen capital letters drawn with 2-pixel strokes on a 10 x 10 grid. They share stems,
+# bowls and bars (E/F, P/R, C/D, H/N/M, U/V), so they are correlated the way the paper's
+# patterns are, while any two still differ in at least eight pixels. docs/reproduction.md
+# says how this subset of a 26-letter font was chosen and what it measures.
+BUILTIN_TEXT = """\
+[A]
+...####...
+..######..
+.##....##.
+.##....##.
+.##....##.
+.########.
+.########.
+.##....##.
+.##....##.
+.##....##.
+
+[C]
+..######..
+.########.
+.##.......
+.##.......
+.##.......
+.##.......
+.##.......
+.##.......
+.########.
+..######..
+
+[D]
+.######...
+.#######..
+.##...###.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.##...###.
+.#######..
+.######...
+
+[E]
+.########.
+.########.
+.##.......
+.##.......
+.######...
+.######...
+.##.......
+.##.......
+.########.
+.########.
+
+[F]
+.########.
+.########.
+.##.......
+.##.......
+.######...
+.######...
+.##.......
+.##.......
+.##.......
+.##.......
+
+[H]
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.########.
+.########.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+
+[J]
+.########.
+.########.
+......##..
+......##..
+......##..
+......##..
+.##...##..
+.##...##..
+.######...
+..####....
+
+[L]
+.##.......
+.##.......
+.##.......
+.##.......
+.##.......
+.##.......
+.##.......
+.##.......
+.########.
+.########.
+
+[M]
+.##....##.
+.###..###.
+.########.
+.##.##.##.
+.##.##.##.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+
+[N]
+.##....##.
+.###...##.
+.####..##.
+.##.#..##.
+.##.##.##.
+.##..#.##.
+.##..####.
+.##...###.
+.##....##.
+.##....##.
+
+[P]
+.#######..
+.########.
+.##....##.
+.##....##.
+.########.
+.#######..
+.##.......
+.##.......
+.##.......
+.##.......
+
+[R]
+.#######..
+.########.
+.##....##.
+.##....##.
+.########.
+.#######..
+.##..##...
+.##...##..
+.##....##.
+.##....##.
+
+[S]
+..######..
+.########.
+.##.......
+.##.......
+.#######..
+..#######.
+.......##.
+.......##.
+.########.
+..######..
+
+[U]
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.########.
+..######..
+
+[V]
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+.##....##.
+..##..##..
+..##..##..
+...####...
+...####...
+....##....
+
+[X]
+.##....##.
+.##....##.
+..##..##..
+...####...
+....##....
+....##....
+...####...
+..##..##..
+.##....##.
+.##....##.
+"""
+
+
+def parse_text(text: str, source: str = "<text>") -> PatternSet:
+    """Parse the text-grid format; errors name `source` and the 1-based line."""
+    grids: list[list[str]] = []
+    names: list[str] = []
+    starts: list[int] = []
+    current: list[str] = []
+    pending_name: tuple[str, int] | None = None
+
+    def close_grid() -> None:
+        nonlocal current, pending_name
+        if current:
+            grids.append(current)
+            names.append(pending_name[0] if pending_name else f"p{len(names)}")
+            pending_name = None
+            current = []
+
+    lines = text.splitlines()
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.rstrip()
+        if not line:
+            close_grid()
+            continue
+        if line.startswith("["):
+            if current:
+                raise InputError(
+                    f"{source}:{lineno}: name line {line!r} inside a pattern "
+                    "(put a blank line before it)"
+                )
+            if pending_name is not None:
+                raise InputError(
+                    f"{source}:{lineno}: two name lines in a row "
+                    f"(previous at line {pending_name[1]})"
+                )
+            if not line.endswith("]") or len(line) < 3:
+                raise InputError(f"{source}:{lineno}: malformed name line {line!r} (use [name])")
+            name = line[1:-1].strip()
+            if not name:
+                raise InputError(f"{source}:{lineno}: empty pattern name")
+            if name in names:
+                raise InputError(f"{source}:{lineno}: duplicate pattern name {name!r}")
+            pending_name = (name, lineno)
+            continue
+        for col, ch in enumerate(line, start=1):
+            if ch not in (ON, OFF):
+                raise InputError(
+                    f"{source}:{lineno}: stray character {ch!r} at column {col} "
+                    f"(allowed: '{ON}' on, '{OFF}' off)"
+                )
+        if current and len(line) != len(current[0]):
+            raise InputError(
+                f"{source}:{lineno}: row has {len(line)} pixels, the rows above have "
+                f"{len(current[0])}"
+            )
+        if not current:
+            starts.append(lineno)
+        current.append(line)
+    if pending_name is not None and not current:
+        raise InputError(f"{source}:{pending_name[1]}: name [{pending_name[0]}] has no grid")
+    close_grid()
+    if not grids:
+        raise InputError(f"{source}:1: no patterns found (empty file)")
+    h, w = len(grids[0]), len(grids[0][0])
+    for grid, start, name in zip(grids, starts, names, strict=True):
+        if (len(grid), len(grid[0])) != (h, w):
+            raise InputError(
+                f"{source}:{start}: pattern {name!r} is {len(grid)}x{len(grid[0])}, "
+                f"the first pattern is {h}x{w}"
+            )
+    P = np.array([[1.0 if ch == ON else -1.0 for row in grid for ch in row] for grid in grids])
+    return PatternSet(patterns=P, names=tuple(names), shape=(h, w))
+
+
+def _load_npy(path: Path) -> PatternSet:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+        raise InputError(f"{path}: dtype {arr.dtype} is not numeric")
+    if arr.ndim == 3:
+        k, h, w = arr.shape
+    elif arr.ndim == 2:
+        k, n = arr.shape
+        side = math.isqrt(n)
+        h, w = (side, side) if side * side == n else (1, n)
+    else:
+        raise InputError(f"{path}: shape {arr.shape} is not (K, H, W) or (K, N)")
+    if arr.size == 0 or k == 0:
+        raise InputError(f"{path}: shape {arr.shape} holds no patterns")
+    flat = arr.reshape(k, h * w).astype(np.float64)
+    bad = ~np.isfinite(flat)
+    if bad.any():
+        idx = np.unravel_index(int(np.flatnonzero(bad)[0]), arr.shape)
+        raise InputError(f"{path}: non-finite value at index {tuple(int(i) for i in idx)}")
+    values = set(np.unique(flat).tolist())
+    if values <= {-1.0, 1.0}:
+        P = flat
+    elif values <= {0.0, 1.0}:
+        P = 2.0 * flat - 1.0
+    else:
+        odd = np.flatnonzero(~np.isin(flat, (-1.0, 1.0)))[0]
+        idx = np.unravel_index(int(odd), arr.shape)
+        raise InputError(
+            f"{path}: value {flat.ravel()[odd]!r} at index {tuple(int(i) for i in idx)} "
+            "(allowed: ±1, or 0/1)"
+        )
+    names = tuple(f"p{i}" for i in range(k))
+    return PatternSet(patterns=P, names=names, shape=(h, w))
+
+
+def load_patterns(path: str | Path) -> PatternSet:
+    """Load a pattern file: `.npy` arrays, anything else as a text grid."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such pattern file")
+    if path.suffix.lower() == ".npy":
+        return _load_npy(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not a UTF-8 text grid ({exc.reason} at byte {exc.start})"
+        ) from None
+    return parse_text(text, str(path))
+
+
+def builtin_patterns() -> PatternSet:
+    """The built-in set of 16 correlated 10 x 10 letters."""
+    return parse_text(BUILTIN_TEXT, "<built-in patterns>")
+
+
+def corrupt(patterns: Array, p: float, rng: np.random.Generator) -> Array:
+    """Flip each pixel independently with probability p."""
+    if not 0.0 <= p <= 1.0:
+        raise InputError(f"corruption probability {p} is outside [0, 1]")
+    P = np.asarray(patterns, dtype=np.float64)
+    return np.where(rng.random(P.shape) < p, -P, P)
+
+
+def test_set(
+    patterns: Array, samples: int, p: float, rng: np.random.Generator
+) -> tuple[Array, NDArray[np.intp]]:
+    """`samples` corrupted copies of every pattern, grouped by class, and their labels."""
+    P = np.asarray(patterns, dtype=np.float64)
+    labels = np.repeat(np.arange(P.shape[0]), samples)
+    return corrupt(P[labels], p, rng), labels
