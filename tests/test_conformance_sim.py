@@ -1,0 +1,34 @@
+"""The simulated crossbar passes the backend conformance suite with every preset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conformance import BackendConformance
+
+from protocols.backend import CrossbarBackend
+from sim_backend import PRESETS, SimulatedCrossbar
+
+
+class TestSimulatedCrossbar(BackendConformance):
+    @pytest.fixture(params=sorted(PRESETS))
+    def backend(self, request: pytest.FixtureRequest) -> Iterator[CrossbarBackend]:
+        preset = PRESETS[request.param]
+        self.set_pulse = preset.set_pulse  # type: ignore[misc]
+        self.reset_pulse = preset.reset_pulse  # type: ignore[misc]
+        with SimulatedCrossbar(5, 7, preset=request.param, seed=3) as xbar:
+            yield xbar
+
+
+class TestSimulatedCrossbarWithReadout(BackendConformance):
+    """Read noise and converters on: mvm matches the conductances only within tolerance."""
+
+    mvm_rtol = 0.05
+
+    @pytest.fixture
+    def backend(self) -> Iterator[CrossbarBackend]:
+        with SimulatedCrossbar(
+            6, 4, preset="taox_hfox", seed=5, readout={"read_sigma": 0.002, "adc_bits": 12}
+        ) as xbar:
+            yield xbar
