@@ -55,7 +55,8 @@ class SafetyLimits(BaseModel):
 
 
 def _first_device(mask: NDArray[np.bool_]) -> tuple[int, int]:
-    flat = int(np.flatnonzero(mask)[0])
+    """(row, col) of the first True entry; argmax avoids building an index of all of them."""
+    flat = int(np.argmax(mask))
     row, col = divmod(flat, mask.shape[1])
     return row, col
 
@@ -76,8 +77,15 @@ def check_plan(
         if group.total == 0:
             continue
         amp = group.shape.amplitude_v
-        used = group.counts > 0
-        device = _first_device(used)
+        # Located only when a check fails: finding it costs a pass over the array.
+        device = (-1, -1)
+        if (
+            (amp > 0 and amp > limits.max_set_v)
+            or (amp < 0 and -amp > limits.max_reset_v)
+            or group.shape.width_s > limits.max_width_s
+            or (limits.max_half_select_v is not None and plan.bias != "none")
+        ):
+            device = _first_device(group.counts > 0)
         if amp > 0 and amp > limits.max_set_v:
             raise LimitViolation(
                 f"group {k}: SET amplitude {amp:g} V for device (row={device[0]}, col={device[1]}) "
@@ -102,7 +110,7 @@ def check_plan(
                 f"col={device[1]}) exceeds max_width_s={limits.max_width_s:g} s"
             )
         if conductance_s is not None:
-            current = np.abs(amp) * np.where(used, conductance_s, 0.0)
+            current = np.abs(amp) * np.where(group.counts > 0, conductance_s, 0.0)
             over = current > limits.compliance_a
             if over.any():
                 r, c = _first_device(over)
