@@ -1,0 +1,215 @@
+"""The crossbar pulse board line protocol, written once for its driver and its emulator.
+
+A frame is one ASCII line: ``<tag> <command> <args...>*<crc>`` + LF, where `tag` is four
+hex digits chosen by the host and echoed in every reply line (so a late reply to an
+earlier request is recognised and dropped) and `crc` is the CRC-16/CCITT (init 0xFFFF,
+`binascii.crc_hqx`) of everything before the ``*``, as four upper-case hex digits.
+The full specification, with examples, is docs/serial-protocol.md.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass
+
+#: Longest frame either side accepts, terminator excluded.
+MAX_FRAME = 65536
+#: Tag of a reply to a request whose tag could not be read (checksum or framing error).
+NO_TAG = "----"
+
+# Commands (host -> board)
+ID = "ID?"
+STAT = "STAT?"
+LAST = "LAST?"
+BEGIN = "BEGIN"
+SHAPE = "SHAPE"
+ROW = "ROW"
+PULSE = "PULSE"
+EXEC = "EXEC"
+READ_ROW = "RROW?"
+READ_ARRAY = "RARR?"
+RANGE = "RANGE?"
+
+# Replies (board -> host)
+R_ID = "ID"
+R_STAT = "STAT"
+R_LAST = "LAST"
+R_OK = "OK"
+R_DONE = "DONE"
+R_ROW = "RROW"
+R_END = "END"
+R_ERR = "ERR"
+R_RANGE = "RANGE"
+
+# Error codes
+E_CRC = 1
+E_SYNTAX = 2
+E_RANGE = 3
+E_BATCH = 4
+E_STALE = 5
+E_OVERFLOW = 6
+E_INCOMPLETE = 7
+ERROR_NAMES = {
+    E_CRC: "checksum mismatch",
+    E_SYNTAX: "unknown command or malformed arguments",
+    E_RANGE: "value out of range",
+    E_BATCH: "no such staged batch",
+    E_STALE: "batch number not above the last applied batch",
+    E_OVERFLOW: "line too long",
+    E_INCOMPLETE: "batch incomplete",
+}
+
+#: Board limits (the emulator enforces them; the driver checks plans against them first).
+BOARD_MAX_ABS_V = 6.0
+BOARD_MIN_WIDTH_S = 1e-9
+BOARD_MAX_WIDTH_S = 1.0
+BOARD_MAX_COUNT = 65535
+BOARD_MAX_GROUPS = 64
+BIAS_SCHEMES = ("none", "v2", "v3")
+
+
+class FrameError(ValueError):
+    """A line that is not a valid frame (bad characters, checksum, layout)."""
+
+
+def crc(data: bytes) -> str:
+    return f"{binascii.crc_hqx(data, 0xFFFF):04X}"
+
+
+def encode(tag: str, body: str) -> bytes:
+    """A frame without its LF terminator."""
+    head = f"{tag} {body}".encode("ascii")
+    return head + b"*" + crc(head).encode("ascii")
+
+
+_FRAME_RE = re.compile(rb"^([0-9A-F]{4}|----) ([\x20-\x7e]+)\*([0-9A-F]{4})$")
+
+
+def decode(line: bytes) -> tuple[str, str]:
+    """(tag, body) of a frame; raises FrameError naming what is wrong."""
+    if len(line) > MAX_FRAME:
+        raise FrameError(f"frame of {len(line)} bytes is longer than {MAX_FRAME}")
+    m = _FRAME_RE.match(line)
+    if not m:
+        raise FrameError(f"malformed frame {line[:60]!r}")
+    head = line[: line.rindex(b"*")]
+    if crc(head).encode("ascii") != m.group(3):
+        raise FrameError(f"checksum mismatch in {line[:60]!r}")
+    return m.group(1).decode("ascii"), m.group(2).decode("ascii")
+
+
+def tag_of(n: int) -> str:
+    return f"{n % 0x10000:04X}"
+
+
+def num(x: float) -> str:
+    """Shortest text that parses back to the same double."""
+    return repr(float(x))
+
+
+# -- request builders (driver) ----------------------------------------------------------------
+def begin(batch: int, ngroups: int, bias: str) -> str:
+    return f"{BEGIN} {batch} {ngroups} {bias}"
+
+
+def shape(batch: int, group: int, amplitude_v: float, width_s: float, parallel: bool) -> str:
+    return f"{SHAPE} {batch} {group} {num(amplitude_v)} {num(width_s)} {int(parallel)}"
+
+
+def row(batch: int, group: int, r: int, counts: list[int]) -> str:
+    return f"{ROW} {batch} {group} {r} {','.join(str(int(n)) for n in counts)}"
+
+
+def pulse(batch: int, group: int, r: int, c: int, n: int) -> str:
+    return f"{PULSE} {batch} {group} {r} {c} {n}"
+
+
+def execute(batch: int) -> str:
+    return f"{EXEC} {batch}"
+
+
+def read_row(r: int) -> str:
+    return f"{READ_ROW} {r}"
+
+
+# -- reply builders (emulator) ----------------------------------------------------------------
+def error(code: int, detail: str = "") -> str:
+    text = ERROR_NAMES.get(code, "error")
+    if detail:
+        text = f"{text}: {detail}"
+    return f"{R_ERR} {code} {_printable(text)[:200]}"
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if " " <= ch <= "~" and ch != "*" else "?" for ch in text)
+
+
+def row_values(r: int, values: list[float]) -> str:
+    return f"{R_ROW} {r} {','.join(num(v) for v in values)}"
+
+
+# -- reply parsing (driver) -------------------------------------------------------------------
+@dataclass(frozen=True)
+class BoardIdentity:
+    model: str
+    serial: str
+    firmware: str
+    rows: int
+    cols: int
+
+
+def parse_identity(body: str) -> BoardIdentity:
+    parts = body.split(" ")
+    if len(parts) != 6 or parts[0] != R_ID:
+        raise FrameError(f"not an identity reply: {body!r}")
+    try:
+        return BoardIdentity(parts[1], parts[2], parts[3], int(parts[4]), int(parts[5]))
+    except ValueError as exc:
+        raise FrameError(f"bad identity reply {body!r}") from exc
+
+
+def parse_error(body: str) -> tuple[int, str] | None:
+    """(code, text) if `body` is an error reply, else None."""
+    if not body.startswith(R_ERR + " "):
+        return None
+    parts = body.split(" ", 2)
+    try:
+        return int(parts[1]), parts[2] if len(parts) > 2 else ""
+    except ValueError as exc:
+        raise FrameError(f"bad error reply {body!r}") from exc
+
+
+def parse_row_values(body: str, expected_row: int, cols: int) -> list[float]:
+    parts = body.split(" ")
+    if len(parts) != 3 or parts[0] != R_ROW or parts[1] != str(expected_row):
+        raise FrameError(f"expected the values of row {expected_row}, got {body[:60]!r}")
+    try:
+        values = [float(v) for v in parts[2].split(",")]
+    except ValueError as exc:
+        raise FrameError(f"bad number in row {expected_row}: {body[:60]!r}") from exc
+    if len(values) != cols:
+        raise FrameError(f"row {expected_row} has {len(values)} values, expected {cols}")
+    return values
+
+
+def parse_ints(body: str, head: str, n: int) -> list[int]:
+    """The `n` integers after `head` in a reply such as 'LAST 12 40'."""
+    parts = body.split(" ")
+    if len(parts) != n + 1 or parts[0] != head:
+        raise FrameError(f"expected '{head}' with {n} integers, got {body[:60]!r}")
+    try:
+        return [int(p) for p in parts[1:]]
+    except ValueError as exc:
+        raise FrameError(f"bad integer in {body[:60]!r}") from exc
+
+
+def parse_floats(body: str, head: str, n: int) -> list[float]:
+    """The `n` numbers after `head` in a reply such as 'RANGE 1e-06 0.0001'."""
+    parts = body.split(" ")
+    if len(parts) != n + 1 or parts[0] != head:
+        raise FrameError(f"expected '{head}' with {n} numbers, got {body[:60]!r}")
+    try:
+        return [float(p) for p in parts[1:]]
+    except ValueError as exc:
+        raise FrameError(f"bad number in {body[:60]!r}") from exc

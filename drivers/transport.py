@@ -1,0 +1,247 @@
+"""Line transports: one request line out, reply lines back, over pyvisa or pyserial.
+
+Both transports speak bytes, end every line with LF, and turn every failure into a
+`LinkError` subclass so that the backends handle VISA and serial alike. Each call takes
+its own timeout so the caller can size it to the work (a long pulse train, an array read).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import pyvisa
+import serial
+
+from drivers.errors import GarbledReply, LinkError, LinkLost, LinkTimeout
+
+log = logging.getLogger(__name__)
+
+#: Longest reply line accepted; anything longer is treated as a corrupted stream.
+MAX_LINE = 1 << 20
+
+
+class LineTransport(ABC):
+    """A bidirectional line channel with per-call timeouts and a reconnect."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.round_trips = 0
+        self.lines_written = 0
+        self.reconnects = 0
+
+    @abstractmethod
+    def write_line(self, line: bytes) -> None:
+        """Send one line; the LF terminator is added here."""
+
+    @abstractmethod
+    def read_line(self, timeout_s: float) -> bytes:
+        """The next line without its terminator; raises `LinkTimeout` after `timeout_s`."""
+
+    @abstractmethod
+    def discard_input(self) -> None:
+        """Drop whatever has arrived but was not read (stale replies after a timeout)."""
+
+    @abstractmethod
+    def _reopen(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def reopen(self) -> None:
+        """Close and open the link again: the cure for a desynchronised stream."""
+        self.reconnects += 1
+        self._reopen()
+
+    def query(self, line: bytes, timeout_s: float) -> bytes:
+        """Write `line` and return the next reply line (one bus round trip)."""
+        self.write_line(line)
+        self.round_trips += 1
+        return self.read_line(timeout_s)
+
+
+_VISA_IO_ERRORS: tuple[type[BaseException], ...] = (
+    pyvisa.errors.VisaIOError,
+    pyvisa.errors.InvalidSession,
+    OSError,
+)
+
+
+class VisaTransport(LineTransport):
+    """A pyvisa resource (any resource string; pyvisa-py '@py' unless told otherwise)."""
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        visa_library: str = "@py",
+        open_timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(resource)
+        self._resource_name = resource
+        self._open_timeout_ms = max(1, round(open_timeout_s * 1000))
+        try:
+            self._rm = pyvisa.ResourceManager(visa_library)
+        except (OSError, ValueError) as exc:
+            raise LinkLost(f"VISA library {visa_library!r} cannot be loaded: {exc}") from exc
+        self._res: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        res: Any
+        try:
+            res = self._rm.open_resource(self._resource_name, open_timeout=self._open_timeout_ms)
+        except (pyvisa.errors.Error, OSError, ValueError) as exc:
+            raise LinkLost(f"cannot open {self._resource_name}: {exc}") from exc
+        # pyvisa-py SOCKET resources default to no read termination: every query would
+        # time out. Both terminations are set here, always.
+        res.read_termination = "\n"
+        res.write_termination = "\n"
+        self._res = res
+
+    def write_line(self, line: bytes) -> None:
+        if self._res is None:
+            raise LinkLost(f"{self.name} is not open")
+        try:
+            self._res.write_raw(line + b"\n")
+        except _VISA_IO_ERRORS as exc:
+            raise LinkLost(f"{self.name}: write failed: {exc}") from exc
+        self.lines_written += 1
+
+    def read_line(self, timeout_s: float) -> bytes:
+        if self._res is None:
+            raise LinkLost(f"{self.name} is not open")
+        self._res.timeout = max(1, round(timeout_s * 1000))
+        try:
+            raw = bytes(self._res.read_raw())
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                raise LinkTimeout(f"{self.name}: no reply within {timeout_s:g} s") from exc
+            raise LinkLost(f"{self.name}: read failed: {exc}") from exc
+        except (pyvisa.errors.InvalidSession, OSError) as exc:
+            raise LinkLost(f"{self.name}: read failed: {exc}") from exc
+        if not raw.endswith(b"\n"):
+            raise GarbledReply(f"{self.name}: reply without terminator: {raw[:60]!r}")
+        return raw[:-1].rstrip(b"\r")
+
+    def discard_input(self) -> None:
+        # A SOCKET resource cannot be flushed reliably; reopening is the only sure way.
+        self._reopen_quiet()
+
+    def _reopen_quiet(self) -> None:
+        self.close()
+        self._open()
+
+    def _reopen(self) -> None:
+        self._reopen_quiet()
+
+    def close(self) -> None:
+        if self._res is not None:
+            try:
+                self._res.close()
+            except _VISA_IO_ERRORS as exc:  # already gone: nothing to release
+                log.debug("closing %s: %s", self.name, exc)
+            self._res = None
+
+
+class SerialTransport(LineTransport):
+    """A pyserial port or URL (a device path, a pty, `loop://`, `socket://...`).
+
+    Every setting is passed at open time: on a Linux pty, changing a setting of an open
+    port with even parity fails, so nothing is changed afterwards.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 115200,
+        parity: str = "N",
+        open_timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(port)
+        self._port = port
+        self._settings: dict[str, Any] = {"baudrate": baudrate, "parity": parity}
+        self._open_timeout_s = open_timeout_s
+        self._ser: Any = None
+        self._buf = bytearray()
+        self._open()
+
+    def _open(self) -> None:
+        deadline = time.monotonic() + self._open_timeout_s
+        while True:
+            try:
+                self._ser = serial.serial_for_url(
+                    self._port, timeout=self.POLL_S, write_timeout=2.0, **self._settings
+                )
+                break
+            except (serial.SerialException, OSError, ValueError) as exc:
+                if time.monotonic() > deadline:
+                    raise LinkLost(f"cannot open serial port {self._port!r}: {exc}") from exc
+                time.sleep(0.05)
+        self._buf.clear()
+
+    def write_line(self, line: bytes) -> None:
+        if self._ser is None:
+            raise LinkLost(f"{self.name} is not open")
+        try:
+            self._ser.write(line + b"\n")
+            self._ser.flush()
+        except (serial.SerialException, OSError) as exc:
+            raise LinkLost(f"{self.name}: write failed: {exc}") from exc
+        self.lines_written += 1
+
+    def read_line(self, timeout_s: float) -> bytes:
+        if self._ser is None:
+            raise LinkLost(f"{self.name} is not open")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return line.rstrip(b"\r")
+            if len(self._buf) > MAX_LINE:
+                self._buf.clear()
+                raise GarbledReply(f"{self.name}: reply longer than {MAX_LINE} bytes")
+            if time.monotonic() >= deadline:
+                raise LinkTimeout(f"{self.name}: no complete reply within {timeout_s:g} s")
+            try:
+                chunk = self._ser.read(self._ser.in_waiting or 1)
+            except (serial.SerialException, OSError) as exc:
+                raise LinkLost(f"{self.name}: read failed: {exc}") from exc
+            self._buf += chunk
+
+    def discard_input(self) -> None:
+        self._buf.clear()
+        if self._ser is None:
+            return
+        try:
+            self._ser.reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            raise LinkLost(f"{self.name}: flush failed: {exc}") from exc
+
+    def _reopen(self) -> None:
+        self.close()
+        self._open()
+
+    def close(self) -> None:
+        if self._ser is not None:
+            try:
+                self._ser.close()
+            except OSError as exc:
+                log.debug("closing %s: %s", self.name, exc)
+            self._ser = None
+
+
+__all__ = [
+    "MAX_LINE",
+    "LineTransport",
+    "LinkError",
+    "SerialTransport",
+    "VisaTransport",
+]
