@@ -55,8 +55,8 @@ class EpochStats:
     epoch: int
     loss: float
     max_abs_w: float
-    refused: int
-    clipped: int
+    refused: int  # samples left out of the updates (side diverged, forward unsettled)
+    clipped: int  # presentations whose update was scaled down
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def train(
             upd = presentation_update(W, inputs, target, rule, mask=mask)
             W = W + upd.dW
             loss += upd.loss
-            refused += int(not upd.accepted)
+            refused += upd.rejected if upd.accepted else upd.v_inf.shape[0]
             clipped += int(upd.clipped)
         stats = EpochStats(
             epoch=epoch + 1,

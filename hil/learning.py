@@ -65,6 +65,7 @@ class UpdateResult:
     status: UpdateStatus
     accepted: bool
     clipped: bool
+    rejected: int = 0  # samples of a batch left out of dW (refused or non-finite)
 
 
 def band_mask(n: int, radius: int | None) -> NDArray[np.bool_]:
@@ -96,38 +97,55 @@ def presentation_update(
     y = side.state
     loss = float(0.5 * np.sum((np.atleast_2d(targets) - v) ** 2) / v.shape[0])
 
+    finite = np.all(np.isfinite(v), axis=1) & np.all(np.isfinite(y), axis=1)
+    side_bad = side.diverged | ~(side.residual < cfg.side_settle_tol)
+    fwd_bad = ~(fwd.residual < cfg.forward_settle_tol) if cfg.require_forward_settled else ~finite
     status: UpdateStatus = "ok"
-    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(y))):
+    if not finite.all():
         status = "non_finite"
-    elif side.diverged.any() or not np.all(side.residual < cfg.side_settle_tol):
+    elif side_bad.any():
         status = "side_diverged"
-    elif cfg.require_forward_settled and not np.all(fwd.residual < cfg.forward_settle_tol):
+    elif fwd_bad.any():
         status = "forward_not_settled"
 
-    n = W.shape[0]
-    if status == "non_finite":
-        dW = np.zeros_like(W)
+    # Rows that contribute: all of them when every sample is fine; otherwise the good ones
+    # (refuse) or every finite one, scaled down afterwards (clip). A single bad presentation
+    # is thus refused or clipped as a whole; a batch loses only its bad samples.
+    if status == "ok":
+        rows = np.ones(v.shape[0], dtype=bool)
+    elif cfg.on_bad_update == "refuse":
+        rows = finite & ~side_bad & ~fwd_bad
     else:
-        dW = cfg.eta * cfg.t_w * raw_update(y, v)
-        if cfg.symmetric:
-            dW = 0.5 * (dW + dW.T)
-        if mask is None and cfg.band_radius is not None:
-            mask = band_mask(n, cfg.band_radius)
-        if mask is not None:
-            dW = np.where(mask, dW, 0.0)
+        rows = finite
+    n = W.shape[0]
+    dW = cfg.eta * cfg.t_w * raw_update(y[rows], v[rows])
+    if cfg.symmetric:
+        dW = 0.5 * (dW + dW.T)
+    if mask is None and cfg.band_radius is not None:
+        mask = band_mask(n, cfg.band_radius)
+    if mask is not None:
+        dW = np.where(mask, dW, 0.0)
 
-    accepted, clipped = True, False
+    accepted, clipped = bool(rows.any()), False
+    rejected = int((~rows).sum())
     if status != "ok":
-        if cfg.on_bad_update == "clip" and status != "non_finite":
+        if not accepted:
+            log.warning("update %s: refused (no weight change)", status)
+        elif cfg.on_bad_update == "clip":
             peak = float(np.abs(dW).max())
             if peak > cfg.clip_abs_dw:
                 dW = dW * (cfg.clip_abs_dw / peak)
                 clipped = True
             log.warning("update %s: clipped to max|dW| <= %g", status, cfg.clip_abs_dw)
         else:
-            log.warning("update %s: refused (no weight change)", status)
-            dW = np.zeros_like(W)
-            accepted = False
+            log.warning("update %s: refused for %d of %d samples", status, rejected, v.shape[0])
     return UpdateResult(
-        dW=dW, v_inf=v, y_inf=y, loss=loss, status=status, accepted=accepted, clipped=clipped
+        dW=dW,
+        v_inf=v,
+        y_inf=y,
+        loss=loss,
+        status=status,
+        accepted=accepted,
+        clipped=clipped,
+        rejected=rejected,
     )

@@ -358,7 +358,7 @@ def _load_npy(path: Path) -> PatternSet:
         odd = np.flatnonzero(~np.isin(flat, (-1.0, 1.0)))[0]
         idx = np.unravel_index(int(odd), arr.shape)
         raise InputError(
-            f"{path}: value {flat.ravel()[odd]!r} at index {tuple(int(i) for i in idx)} "
+            f"{path}: value {float(flat.ravel()[odd])!r} at index {tuple(int(i) for i in idx)} "
             "(allowed: ±1, or 0/1)"
         )
     names = tuple(f"p{i}" for i in range(k))
@@ -401,3 +401,6 @@ def test_set(
     P = np.asarray(patterns, dtype=np.float64)
     labels = np.repeat(np.arange(P.shape[0]), samples)
     return corrupt(P[labels], p, rng), labels
+
+
+test_set.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

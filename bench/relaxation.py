@@ -1,0 +1,78 @@
+"""Batched fixed-step relaxation (hil.dynamics) against per-sample solve_ivp (hil.reference).
+
+Both integrate eq. 18 for the same trained W and the same corrupted inputs. solve_ivp runs on
+a subset (it is slow); the batched solver runs on that subset and on the full evaluation
+batch. The last line is one JSON object with times per sample, the speed-up and the largest
+difference between the two solutions.
+
+    python bench/relaxation.py [--samples K] [--ref-samples M]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from hil.evaluation import RECALL_CONFIG, pineda_recall  # noqa: E402
+from hil.float_training import TrainConfig, train  # noqa: E402
+from hil.patterns import builtin_patterns, test_set  # noqa: E402
+from hil.reference import reference_forward  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=1000, help="per pattern, batched run")
+    ap.add_argument("--ref-samples", type=int, default=64, help="solve_ivp subset size")
+    ap.add_argument("--epochs", type=int, default=300)
+    args = ap.parse_args()
+
+    ps = builtin_patterns()
+    t0 = time.perf_counter()
+    W = train(ps.patterns, TrainConfig(epochs=args.epochs)).W
+    train_s = time.perf_counter() - t0
+    X, _ = test_set(ps.patterns, args.samples, 0.10, np.random.default_rng(1))
+    subset = X[np.random.default_rng(2).choice(len(X), args.ref_samples, replace=False)]
+
+    t0 = time.perf_counter()
+    ref = reference_forward(W, subset, t_max=RECALL_CONFIG.t_max, rtol=1e-6, atol=1e-8)
+    ref_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sub = pineda_recall(W, subset).state
+    batch_subset_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    full = pineda_recall(W, X)
+    batch_full_s = time.perf_counter() - t0
+
+    per_ref = ref_s / len(subset)
+    per_batch = batch_full_s / len(X)
+    result = {
+        "bench": "relaxation",
+        "n_units": int(W.shape[0]),
+        "train_300_epochs_s": round(train_s, 3),
+        "solve_ivp_samples": len(subset),
+        "solve_ivp_s": round(ref_s, 4),
+        "solve_ivp_per_sample_ms": round(1e3 * per_ref, 4),
+        "batched_samples": len(X),
+        "batched_s": round(batch_full_s, 4),
+        "batched_per_sample_ms": round(1e3 * per_batch, 5),
+        "batched_subset_s": round(batch_subset_s, 4),
+        "speedup_per_sample": round(per_ref / per_batch, 1),
+        "max_abs_diff_vs_solve_ivp": float(np.abs(sub - ref).max()),
+        "batched_converged_fraction": float(full.converged.mean()),
+        "omp_threads": os.environ["OMP_NUM_THREADS"],
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The batched fixed-step solver against solve_ivp, and its settle/diverge diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hil.dynamics import RelaxConfig, relax_forward, relax_side
+from hil.reference import reference_forward, reference_side
+
+
+def sym_network(n: int, scale: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    A = rng.uniform(-scale, scale, (n, n))
+    return np.triu(A) + np.triu(A, 1).T
+
+
+@pytest.mark.parametrize(("n", "scale", "seed"), [(6, 0.4, 0), (12, 0.25, 1), (20, 0.15, 2)])
+def test_forward_and_side_match_solve_ivp(n: int, scale: float, seed: int) -> None:
+    W = sym_network(n, scale, seed)
+    rng = np.random.default_rng(seed + 100)
+    I = np.where(rng.random((4, n)) < 0.5, 1.0, -1.0)
+    T = np.where(rng.random((4, n)) < 0.5, 1.0, -1.0)
+    fwd = relax_forward(W, I, cfg=RelaxConfig(dt=0.5, t_max=50.0, tol=1e-9))
+    assert fwd.converged.all()
+    np.testing.assert_allclose(fwd.state, reference_forward(W, I, t_max=50.0), atol=1e-4)
+    side = relax_side(W, I, fwd.state, T, cfg=RelaxConfig(dt=0.5, t_max=20.0, tol=1e-9))
+    ref = reference_side(W, I, fwd.state, T, t_max=20.0)
+    np.testing.assert_allclose(side.state, ref, atol=1e-4)
+
+
+def test_fixed_point_iteration_reaches_the_same_fixed_point() -> None:
+    W = sym_network(10, 0.2, 4)
+    I = np.random.default_rng(5).uniform(-1, 1, (3, 10))
+    a = relax_forward(W, I, cfg=RelaxConfig(dt=1.0, t_max=200.0, tol=1e-11)).state
+    b = reference_forward(W, I, t_max=200.0)
+    np.testing.assert_allclose(a, b, atol=1e-8)
+
+
+def test_batch_rows_are_independent() -> None:
+    W = sym_network(8, 0.3, 6)
+    I = np.random.default_rng(7).uniform(-1, 1, (5, 8))
+    cfg = RelaxConfig(tol=1e-10, t_max=80.0)
+    batch = relax_forward(W, I, cfg=cfg).state
+    single = np.vstack([relax_forward(W, row, cfg=cfg).state for row in I])
+    np.testing.assert_allclose(batch, single, atol=1e-12)
+
+
+def test_unsettled_forward_network_is_reported() -> None:
+    # -v + tanh(W v) with W having eigenvalues 1.5 +- 3i: the origin is an unstable focus
+    # and the bounded state circles a limit cycle forever.
+    W = np.array([[1.5, 3.0], [-3.0, 1.5]])
+    res = relax_forward(W, np.zeros((1, 2)), cfg=RelaxConfig(dt=0.1, t_max=50.0))
+    assert not res.converged[0]
+    assert not res.diverged[0]
+    assert res.residual[0] > 0.1
+
+
+def test_diverging_side_network_is_reported() -> None:
+    # v = 0 is an unstable fixed point of dv/dt = -v + tanh(2 v); there g' = 1 and the side
+    # network dy/dt = y + J grows like e^t.
+    W = 2.0 * np.eye(3)
+    fwd = relax_forward(W, np.zeros(3), v0=0.0)
+    assert fwd.converged.all()
+    side = relax_side(W, np.zeros(3), fwd.state, np.ones(3), y0=0.0)
+    assert side.diverged.all()
+    assert not side.converged.any()
+
+
+def test_shape_errors_name_the_argument() -> None:
+    with pytest.raises(ValueError, match="input has 3 units, the network has 2"):
+        relax_forward(np.eye(2), np.zeros(3))
