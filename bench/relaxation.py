@@ -15,16 +15,16 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from hil.evaluation import RECALL_CONFIG, pineda_recall  # noqa: E402
-from hil.float_training import TrainConfig, train  # noqa: E402
-from hil.patterns import builtin_patterns, test_set  # noqa: E402
-from hil.reference import reference_forward  # noqa: E402
+from hil.evaluation import RECALL_CONFIG, pineda_recall
+from hil.float_training import TrainConfig, train
+from hil.patterns import builtin_patterns, test_set
+from hil.reference import reference_forward
 
 
 def main() -> None:
