@@ -2,8 +2,12 @@
 
 Order per plan: `record_intent` (digest and counts, committed and fsynced) -> backend.apply ->
 `mark_applied` (committed). A crash leaves at most one plan in state 'intent', which the resume
-logic resolves against the backend. WAL mode with synchronous=FULL makes every commit durable
-before the call returns; a kill at any moment leaves the journal consistent.
+logic resolves against the backend. The journal runs in WAL mode. With sync="full" an intent
+is fsynced before the call returns (synchronous=FULL for that commit), so no pulse is ever
+sent that a power cut could erase from the journal; the other commits (applied marks,
+metrics) use synchronous=NORMAL: they survive a killed process at once and reach the disk
+with the next intent, and losing one to a power cut only leaves a plan in 'intent', which
+resume resolves anyway. This keeps one fsync per plan.
 
 Any failure to write (unwritable directory, full disk, I/O error) raises `JournalError`, a
 one-line `InputError`, before the pulses that depended on it are sent.
@@ -114,18 +118,22 @@ class Journal:
 
     def __init__(self, path: str | Path, *, sync: SyncMode = "full") -> None:
         self.path = Path(path)
+        self.sync = sync
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise JournalError(_explain(exc, self.path)) from exc
 
     # -- plumbing ------------------------------------------------------------------------
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        full = durable and self.sync == "full"
         try:
+            if full:
+                self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -137,6 +145,9 @@ class Journal:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise JournalError(_explain(exc, self.path)) from exc
+        finally:
+            if full:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         self._conn.close()
@@ -167,7 +178,7 @@ class Journal:
         set_p = sum(n for pol, n in signed if pol > 0)
         reset_p = sum(n for pol, n in signed if pol < 0)
         devices = int(np.count_nonzero(plan.counts_per_device()))
-        with self._tx() as c:
+        with self._tx(durable=True) as c:
             c.execute(
                 "INSERT INTO plans(seq, position, epoch, kind, digest, groups, pulses, set_pulses,"
                 " reset_pulses, devices, energy_j, state, t_intent) "

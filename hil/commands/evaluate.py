@@ -1,0 +1,89 @@
+"""`mrnn-hil evaluate DIR`: re-evaluate a training run from its saved conductances.
+
+Uses `final.npz` (the backend's final read), or, for an unfinished run, the weight estimate of
+its latest checkpoint. Nothing is sent to any array. Writes DIR/evaluation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from protocols.errors import InputError
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="re-evaluate a training run (accuracy vs Hebbian, Storkey, nearest pattern)",
+        description="Re-evaluate the weights of a run directory on freshly corrupted patterns.",
+    )
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by `mrnn-hil train`")
+    p.add_argument("--p", type=float, nargs="+", help="corruption probabilities")
+    p.add_argument("--samples", type=int, help="corrupted samples per pattern and p")
+    p.add_argument("--seed", type=int, help="seed of the corrupted test sets")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hil.mapping import DifferentialMapping
+    from hil.rundir import RunDir
+    from hil.training_run import evaluate_weights, load_pattern_set, load_run_config
+
+    rundir = RunDir.open(args.run_dir)
+    cfg = load_run_config(rundir)
+    update: dict[str, Any] = {}
+    if args.p is not None:
+        update["p"] = args.p
+    if args.samples is not None:
+        update["samples"] = args.samples
+    data = cfg.model_dump(mode="json")
+    data["evaluation"].update(update)
+    if args.seed is not None:
+        data["seed"] = args.seed
+    from hil.run_config import validate_config
+
+    cfg = validate_config(data, "options")
+    if rundir.final_path.is_file():
+        with np.load(rundir.final_path, allow_pickle=False) as f:
+            W = np.asarray(f["weights"], dtype=np.float64)
+        source = "final.npz (final read of the array)"
+    else:
+        found = rundir.latest_checkpoint()
+        if found is None:
+            raise InputError(f"{rundir.path}: no final.npz and no checkpoint to evaluate")
+        arrays, meta = found
+        g = arrays["g_est"]
+        n = g.shape[0]
+        from hil.backends import device_model
+
+        model = device_model(cfg)
+        mapping = DifferentialMapping.from_range(
+            n,
+            model.response.g_min_s,
+            model.response.g_max_s,
+            w_max=cfg.mapping.w_max,
+            layout=cfg.mapping.layout,
+        )
+        W = mapping.weights(g)
+        if cfg.mapping.tie_symmetric and cfg.rule.symmetric:
+            W = 0.5 * (W + W.T)
+        source = f"checkpoint at presentation {meta['position']} (weight estimate)"
+    patterns = load_pattern_set(cfg)
+    if W.shape != (patterns.size, patterns.size):
+        raise InputError(
+            f"{rundir.path}: weights are {W.shape}, the run's patterns need "
+            f"{(patterns.size, patterns.size)}"
+        )
+    accuracy = evaluate_weights(W, patterns, cfg)
+    result = {"source": source, "samples": cfg.evaluation.samples, "accuracy": accuracy}
+    rundir.write_json("evaluation.json", result)
+    ps = list(accuracy["in_situ"].keys())
+    print(f"weights: {source}", file=sys.stdout)
+    print(f"{'rule':<18}" + "".join(f"{'p=' + p:>10}" for p in ps))
+    for rule, row in accuracy.items():
+        print(f"{rule:<18}" + "".join(f"{row[p]:>10.3f}" for p in ps))
+    print(f"written: {rundir.path / 'evaluation.json'}")
+    return 0

@@ -1,0 +1,170 @@
+"""`mrnn-hil train`: in-situ training on a simulated array or on instruments.
+
+With no arguments: a dry run on the simulated array (a realistic preset) with the built-in
+patterns, with progress, ending in accuracy against the Hebbian and Storkey baselines and the
+pulse and energy totals. `--resume DIR` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hil.insitu import ControllerState
+from hil.run_config import SCHEME_NAMES, RunConfig, merge, read_config_file, validate_config
+from protocols.errors import InputError
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the network in situ, pulse by pulse (default: simulated array)",
+        description="Train the memristor recurrent network on a crossbar with eq. 20 as pulses.",
+    )
+    p.add_argument("--config", metavar="FILE", help="whole run config (YAML, TOML or JSON)")
+    p.add_argument("--backend", choices=("sim", "visa", "serial"), help="array to train on")
+    p.add_argument("--preset", help="simulator preset (see `mrnn-hil devices`)")
+    p.add_argument("--scheme", choices=SCHEME_NAMES, help="how dG becomes pulses")
+    p.add_argument("--protocol", metavar="FILE", help="protocol file: pulses, limits, scheme")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--seed", type=int, help="run seed (simulator, W0, noise, rounding)")
+    p.add_argument("--patterns", metavar="FILE", help="pattern file (default: built-in 16)")
+    p.add_argument("--resource", help="VISA resource string (--backend visa)")
+    p.add_argument("--port", help="serial port or URL (--backend serial)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/train-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run config: file first, then command-line options on top."""
+    data: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    over: dict[str, Any] = {}
+    if args.backend:
+        over.setdefault("backend", {})["kind"] = args.backend
+    if args.preset:
+        over.setdefault("backend", {})["preset"] = args.preset
+    if args.resource:
+        over.setdefault("backend", {})["resource"] = args.resource
+    if args.port:
+        over.setdefault("backend", {})["port"] = args.port
+    if args.scheme:
+        over["scheme"] = {"kind": args.scheme}
+    if args.protocol:
+        over["protocol"] = args.protocol
+    if args.epochs is not None:
+        over.setdefault("training", {})["epochs"] = args.epochs
+    if args.patterns:
+        over.setdefault("training", {})["patterns"] = args.patterns
+    if args.seed is not None:
+        over["seed"] = args.seed
+    source = f"config {args.config}" if args.config else "options"
+    return validate_config(merge(data, over), source)
+
+
+class ProgressBar:
+    """tqdm over presentations: epoch, loss, pulses, time left."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.last = 0.0
+
+    def __call__(self, st: ControllerState, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=st.position - 1, unit="pres", file=sys.stderr)
+        self.bar.update(st.position - self.bar.n)
+        now = time.monotonic()
+        if now - self.last > 0.25 or st.position == total:
+            self.last = now
+            per_epoch = max(total // max(1, self._epochs(st, total)), 1)
+            self.bar.set_postfix(
+                epoch=st.position // per_epoch,
+                loss=f"{st.epoch_acc.loss / max(st.epoch_acc.count, 1):.3g}",
+                pulses=st.totals.pulses,
+                refresh=False,
+            )
+
+    epochs = 1
+
+    def _epochs(self, st: ControllerState, total: int) -> int:
+        return self.epochs
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def print_summary(report: dict[str, Any], rundir: Path, note: str | None) -> None:
+    acc = report["accuracy"]
+    ps = list(acc["in_situ"].keys())
+    t = report["totals"]
+    out = sys.stdout
+    if note:
+        print(f"resume: {note}", file=out)
+    print(f"\nrun {report['status']}: {rundir}", file=out)
+    print(f"{'rule':<18}" + "".join(f"{'p=' + p:>10}" for p in ps), file=out)
+    for rule, row in acc.items():
+        print(f"{rule:<18}" + "".join(f"{row[p]:>10.3f}" for p in ps), file=out)
+    print(
+        f"pulses: {t['pulses']} ({t['set_pulses']} SET / {t['reset_pulses']} RESET) in "
+        f"{t['plans']} plans; energy estimate: {t['energy_j']:.4g} J; refused updates: "
+        f"{t['refused']}; stuck devices: {report['stuck']['stuck_devices']}",
+        file=out,
+    )
+    print(f"report: {rundir / 'report.md'}", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hil.training_run import resume_run, start_run
+
+    bar = ProgressBar(enabled=not args.quiet)
+    try:
+        if args.resume:
+            others = [
+                name
+                for name in (
+                    "config",
+                    "backend",
+                    "preset",
+                    "scheme",
+                    "protocol",
+                    "epochs",
+                    "seed",
+                    "patterns",
+                    "out",
+                )
+                if getattr(args, name) not in (None, False)
+            ]
+            if others:
+                raise InputError(
+                    f"--resume continues a run with its own config; drop --{others[0]}"
+                )
+            cfg_epochs = _epochs_of(Path(args.resume))
+            bar.epochs = cfg_epochs
+            outcome = resume_run(args.resume, progress=bar)
+        else:
+            cfg = config_from_args(args)
+            bar.epochs = cfg.training.epochs
+            out = (
+                Path(args.out) if args.out else Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+            )
+            outcome = start_run(cfg, out, progress=bar)
+    finally:
+        bar.close()
+    print_summary(outcome.report, outcome.rundir.path, outcome.resumed)
+    return 3 if outcome.report["status"] == "stopped" else 0
+
+
+def _epochs_of(path: Path) -> int:
+    from hil.rundir import RunDir
+    from hil.training_run import load_run_config
+
+    return load_run_config(RunDir.open(path)).training.epochs

@@ -1,0 +1,214 @@
+"""The whole configuration of an in-situ training run, as one strict model.
+
+Loaded from YAML (safe_load) or TOML; unknown keys and wrong types are refused with a message
+naming the file, the field path, the bad value and what is allowed. The resolved config is
+written to the run directory, so a resumed run uses exactly what the first run used.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hil.learning import RuleConfig
+from protocols.errors import InputError
+from protocols.limits import SafetyLimits
+from protocols.spec import Scheme
+
+SchemeName = Literal["proportional", "manhattan", "write_verify", "outer_product"]
+SCHEME_NAMES: tuple[str, ...] = ("proportional", "manhattan", "write_verify", "outer_product")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TrainingConfig(_Strict):
+    """What is learnt and for how long."""
+
+    patterns: str | None = Field(default=None, description="pattern file; None = built-in 16")
+    epochs: int = Field(default=100, ge=1, le=100_000)
+    order: Literal["fixed", "shuffled"] = "fixed"
+    mode: Literal["paper", "denoising"] = Field(
+        default="denoising",
+        description="paper: input = target = clean; denoising: input corrupted with p_train",
+    )
+    p_train: float = Field(default=0.1, ge=0.0, le=0.5)
+    copies: int = Field(default=1, ge=1, le=1024, description="corrupted copies, averaged")
+    w0_range: float = Field(default=0.1, ge=0.0, description="W0 ~ symmetric U[-r, r]")
+
+
+class BackendConfig(_Strict):
+    """Which array the run trains on."""
+
+    kind: Literal["sim", "visa", "serial"] = "sim"
+    preset: str = Field(default="epiram", description="simulator preset (sim and emulators)")
+    resource: str | None = Field(default=None, description="VISA resource string")
+    port: str | None = Field(default=None, description="serial port or URL")
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class MappingConfig(_Strict):
+    """Differential pairs on an N x 2N array."""
+
+    w_max: float = Field(default=0.5, gt=0.0, description="|W| that spans one device's range")
+    layout: Literal["blocks", "interleaved"] = "blocks"
+    tie_symmetric: bool = Field(
+        default=True,
+        description="relax on (W + W^T)/2: W_ij and W_ji act as one tied weight, as the "
+        "paper's symmetric network assumes (only with a symmetric rule)",
+    )
+
+
+class ProgrammingConfig(_Strict):
+    """Initial programming of W0."""
+
+    method: Literal["write_verify", "none"] = "write_verify"
+    tolerance: float = Field(default=0.02, gt=0.0, lt=1.0, description="fraction of range")
+    max_iterations: int = Field(default=30, ge=1, le=10_000)
+
+
+class LoopConfig(_Strict):
+    """What the loop does each presentation."""
+
+    read_every: int = Field(default=1, ge=1, description="full read every k presentations")
+    analog_mvm: bool = Field(default=False, description="measure W through the analog product")
+    verify: bool = Field(default=False, description="read back after every plan")
+    on_bad_update: Literal["continue", "stop"] = "continue"
+    max_refused: int | None = Field(default=None, ge=1, description="stop after this many")
+
+
+class StuckConfig(_Strict):
+    detect: bool = True
+    min_expected: float = Field(default=0.05, gt=0.0)
+    ratio: float = Field(default=0.1, gt=0.0, lt=1.0)
+    strikes: int = Field(default=3, ge=1)
+
+
+class EvaluationConfig(_Strict):
+    p: list[float] = Field(default_factory=lambda: [0.1, 0.2], min_length=1)
+    samples: int = Field(default=100, ge=1, description="corrupted samples per pattern and p")
+    every_epochs: int = Field(default=5, ge=1, description="accuracy curve spacing")
+    curve_samples: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _p_range(self) -> EvaluationConfig:
+        for p in self.p:
+            if not 0.0 <= p <= 0.5:
+                raise ValueError(f"every p must be in [0, 0.5], got {p}")
+        return self
+
+
+class RunSection(_Strict):
+    checkpoint_every: int = Field(
+        default=64, ge=1, description="presentations between checkpoints (snapshot backends)"
+    )
+    journal_sync: Literal["auto", "full", "normal"] = Field(
+        default="auto",
+        description="full: fsync every plan intent before it is sent; normal: survive a killed "
+        "process, not a power cut; auto: full on instruments, normal on the simulator (whose "
+        "state lives in memory and is restored from checkpoints anyway)",
+    )
+
+
+class RunConfig(_Strict):
+    """Everything a run needs; the run directory keeps the resolved copy."""
+
+    seed: int = Field(default=0, ge=0)
+    training: TrainingConfig = TrainingConfig()
+    rule: RuleConfig = RuleConfig()
+    backend: BackendConfig = BackendConfig()
+    mapping: MappingConfig = MappingConfig()
+    programming: ProgrammingConfig = ProgrammingConfig()
+    protocol: str | None = Field(
+        default=None, description="protocol file: pulses, read, limits and scheme"
+    )
+    scheme: Scheme | None = Field(
+        default=None, description="overrides the protocol's scheme; default proportional"
+    )
+    loop: LoopConfig = LoopConfig()
+    stuck: StuckConfig = StuckConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    limits: SafetyLimits | None = Field(
+        default=None, description="None: the protocol file's, else the preset's defaults"
+    )
+    run: RunSection = RunSection()
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        parts.append(f"{loc}: {err['msg']} (got {shown})")
+    more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
+    return f"{source}: " + "; ".join(parts) + more
+
+
+def validate_config(data: Any, source: str = "config") -> RunConfig:
+    """A `RunConfig` from plain data, or an `InputError` naming the bad field."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: the run config must be a mapping, got {type(data).__name__}")
+    try:
+        # JSON round trip: strict models take plain data, tuples become lists.
+        return RunConfig.model_validate(json.loads(json.dumps(data)))
+    except ValidationError as exc:
+        raise InputError(_describe(exc, source)) from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{source}: {exc}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Plain data from a YAML, JSON or TOML file (by extension), with one-line errors."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"config {p}: cannot read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise InputError(f"config {p}: the file is empty")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise InputError(f"config {p}: unknown extension {suffix!r}; use .yaml, .toml or .json")
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"config {p}: TOML syntax error: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"config {p}: JSON syntax error at line {exc.lineno}: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"config {p}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config {p}: the run config must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return validate_config(read_config_file(path), f"config {path}")
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of plain config data (override wins)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
