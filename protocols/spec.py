@@ -245,12 +245,20 @@ class AcceptanceSpec(Strict):
     nl_ltd: Range | None = None
     asymmetry: Range | None = None
     c2c_sigma: Range | None = None
-    d2d_sigma_g: Range | None = None
-    d2d_sigma_nl: Range | None = None
     read_noise: Range | None = None
+    d2d_sigma_g_min: Range | None = None
+    d2d_sigma_g_max: Range | None = None
+    d2d_sigma_nl_ltp: Range | None = None
+    d2d_sigma_nl_ltd: Range | None = None
+    stuck_fraction: Range | None = None
 
     def judged(self) -> dict[str, Range]:
         return {name: rng for name, rng in self if isinstance(rng, Range)}
+
+
+#: The coordinate in which a device's state moves by (near) affine steps: conductance for
+#: NeuroSim-type and soft-bounds devices, resistance for drift/threshold (VTEAM-type) devices.
+StateKind = Literal["conductance", "resistance"]
 
 
 class CharacterizeSpec(Strict):
@@ -260,6 +268,7 @@ class CharacterizeSpec(Strict):
     cycles: int = Field(default=5, ge=1, le=10_000)
     devices: int = Field(default=16, ge=1, le=1_000_000)
     repeat_reads: int = Field(default=8, ge=2, le=1024, description="reads at each phase end")
+    state: StateKind = "conductance"
 
 
 class ProtocolFile(Strict):
@@ -268,6 +277,11 @@ class ProtocolFile(Strict):
     version: Literal[1]
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str = Field(default="", max_length=2000)
+    preset: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the simulator preset this protocol is written for (default of --preset)",
+    )
     pulses: PulsePair
     read: ReadSpec = Field(default_factory=ReadSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)

@@ -1,0 +1,89 @@
+"""Closed-loop programming: read -> pulse -> read until every device is on its target.
+
+Drives `protocols.schemes.WriteVerifyPlanner` on any `CrossbarBackend`: the planner decides
+(ISPP levels, pulse counts, limits checked), this loop only reads, applies and repeats. Used
+for the initial programming of a network and by the write-verify checks of a protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from protocols.backend import CrossbarBackend
+from protocols.limits import SafetyLimits
+from protocols.response import DeviceResponse
+from protocols.schemes import WriteVerifyPlanner
+from protocols.spec import PulsePair, ReadSpec, WriteVerifyScheme
+
+
+@dataclass(frozen=True)
+class ProgramResult:
+    """Where programming ended: final reads, which devices converged, what it cost."""
+
+    conductance: NDArray[np.float64]
+    converged: NDArray[np.bool_]
+    iterations: int
+    pulses: NDArray[np.int64]
+    error: NDArray[np.float64]
+    status: str  # "converged" or "iteration_cap"
+    tolerance_s: float
+
+    @property
+    def converged_fraction(self) -> float:
+        return float(self.converged.mean())
+
+
+def read_averaged(backend: CrossbarBackend, averages: int = 1) -> NDArray[np.float64]:
+    """Mean of `averages` full-array reads."""
+    total = backend.read()
+    for _ in range(averages - 1):
+        total = total + backend.read()
+    return total / averages
+
+
+def program(
+    backend: CrossbarBackend,
+    targets: ArrayLike,
+    *,
+    scheme: WriteVerifyScheme,
+    pulses: PulsePair,
+    response: DeviceResponse,
+    read: ReadSpec | None = None,
+    limits: SafetyLimits | None = None,
+    mask: ArrayLike | None = None,
+    on_iteration: Callable[[int, int], None] | None = None,
+) -> ProgramResult:
+    """Write-and-verify `targets` (S) onto `backend`; devices outside `mask` are left alone.
+
+    `limits` defaults to the backend's; the backend checks them again before sending.
+    `on_iteration(iteration, devices_left)` is called after each read, for progress display.
+    """
+    spec = read if read is not None else ReadSpec()
+    planner = WriteVerifyPlanner(
+        scheme,
+        pulses,
+        limits if limits is not None else backend.limits,
+        response,
+        targets,
+        mask=mask,
+        run_counts=backend.pulse_counts,
+    )
+    g = read_averaged(backend, spec.averages)
+    while (plan := planner.next_plan(g)) is not None:
+        backend.apply(plan)
+        g = read_averaged(backend, spec.averages)
+        if on_iteration is not None:
+            on_iteration(planner.iterations, int((planner.mask & ~planner.converged).sum()))
+    return ProgramResult(
+        conductance=g,
+        converged=planner.converged.copy(),
+        iterations=planner.iterations,
+        pulses=planner.pulses_applied.copy(),
+        error=planner.remaining_error(g),
+        status=planner.status,
+        tolerance_s=float(planner.tolerance_s),
+    )
