@@ -1,0 +1,1 @@
+"""Protocol files shipped for the simulator presets (one YAML file per preset)."""
