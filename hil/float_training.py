@@ -35,6 +35,9 @@ class TrainConfig(BaseModel):
     copies: int = Field(
         default=1, ge=1, description="corrupted copies per presentation (denoising), averaged"
     )
+    eta_decay: float = Field(
+        default=0.0, ge=0.0, description="eta / (1 + eta_decay * epoch); 0 keeps eta fixed"
+    )
     w_init: float = Field(default=0.1, ge=0.0, description="W0 symmetric U[-w_init, w_init]")
     seed: int = 0
     rule: RuleConfig = RuleConfig()
@@ -84,11 +87,10 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     W = initial_weights(n, cfg, rng)
     mask = band_mask(n, cfg.rule.band_radius)
-    rule = cfg.rule
-    if cfg.copies > 1:
-        rule = rule.model_copy(update={"eta": rule.eta / cfg.copies})
     history: list[EpochStats] = []
     for epoch in range(cfg.epochs):
+        eta = cfg.rule.eta / cfg.copies / (1.0 + cfg.eta_decay * epoch)
+        rule = cfg.rule if eta == cfg.rule.eta else cfg.rule.model_copy(update={"eta": eta})
         order = rng.permutation(k) if cfg.order == "shuffled" else np.arange(k)
         loss, refused, clipped = 0.0, 0, 0
         for idx in order:
