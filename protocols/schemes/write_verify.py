@@ -26,12 +26,11 @@ from protocols.spec import PulsePair, WriteVerifyScheme
 def _level_cap(
     scheme: WriteVerifyScheme, base_v: float, base_w: float, max_v: float, max_w: float
 ) -> int:
-    cap = scheme.max_ispp_steps
-    if scheme.v_step_v > 0:
-        cap = min(cap, math.floor((max_v - base_v) / scheme.v_step_v + 1e-9))
-    if scheme.width_step_s > 0:
-        cap = min(cap, math.floor((max_w - base_w) / scheme.width_step_s + 1e-9))
-    return max(0, cap)
+    cap = float(scheme.max_ispp_steps)
+    for room, step in ((max_v - base_v, scheme.v_step_v), (max_w - base_w, scheme.width_step_s)):
+        if step > 0:
+            cap = min(cap, room / step + 1e-9)  # may be huge for a tiny step: stays a float
+    return max(0, math.floor(cap))
 
 
 class WriteVerifyPlanner:
