@@ -94,9 +94,19 @@ def open_backend(cfg: RunConfig, rows: int, cols: int, limits: SafetyLimits) -> 
         from sim_backend import SimulatedCrossbar
 
         _preset(cfg.backend.preset)
-        return SimulatedCrossbar(
-            rows, cols, preset=cfg.backend.preset, seed=cfg.seed, limits=limits
-        )
+        try:
+            return SimulatedCrossbar(
+                rows,
+                cols,
+                preset=cfg.backend.preset,
+                seed=cfg.seed,
+                limits=limits,
+                **dict(cfg.backend.options),
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"backend.options: {exc}") from None
     try:
         from drivers import open_backend as open_instrument
     except ImportError as exc:

@@ -102,12 +102,15 @@ class PlanRecord:
 def _explain(exc: sqlite3.Error, path: Path) -> str:
     text = str(exc)
     low = text.lower()
+    resume = f"; free space, then continue with `mrnn-hil train --resume {path.parent}`"
     if "full" in low:
-        hint = "the disk (or the journal's size limit) is full; free space, then resume the run"
+        hint = "the disk (or the journal's size limit) is full" + resume
     elif "readonly" in low or "unable to open" in low or "permission" in low:
         hint = "the run directory is not writable"
     elif "disk i/o" in low:
-        hint = "the disk reported an I/O error"
+        hint = (
+            "the disk reported an I/O error (a full disk or a file-size limit does this)" + resume
+        )
     else:
         hint = "the journal could not be written"
     return f"journal {path}: {hint} ({text})"

@@ -92,6 +92,7 @@ class UpdatePlanner:
                 rng=rng,
                 send=send,
                 read=read,
+                per_round=self.scheme.max_pulses_per_iteration,
             )
         plan, expected = self.plan_open_loop(self.scheme, dG, g, rng)
         send(plan, g)
@@ -108,6 +109,7 @@ class UpdatePlanner:
         rng: np.random.Generator,
         send: Send,
         read: Read,
+        per_round: int = 16,
     ) -> Array:
         """Read -> pulse toward target -> read, until within tolerance*range or the cap.
 
@@ -116,7 +118,7 @@ class UpdatePlanner:
         """
         lo, hi = self.g_range
         tol = tolerance * (hi - lo)
-        cap = max(1, min(16, self.limits.max_pulses_per_device_per_update))
+        cap = max(1, min(per_round, self.limits.max_pulses_per_device_per_update))
         round_scheme = ProportionalScheme(
             kind="proportional", count="inverse", rounding="stochastic", max_pulses=cap
         )
@@ -143,7 +145,11 @@ class UpdatePlanner:
         send: Send,
         read: Read,
     ) -> Array:
-        """Initial programming of every device to `target` by write-verify."""
+        """Initial programming of every device to `target` by write-verify.
+
+        Rounds may use the whole per-update pulse budget of the limits: devices start far
+        from their targets (at a bound), unlike the small moves of training.
+        """
         active = np.ones(target.shape, dtype=bool)
         return self.write_verify(
             target,
@@ -154,6 +160,7 @@ class UpdatePlanner:
             rng=rng,
             send=send,
             read=read,
+            per_round=self.limits.max_pulses_per_device_per_update,
         )
 
     def expected(self, plan: PulsePlan, g: Array) -> Array:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hil.learning import RuleConfig
 from protocols.errors import InputError
@@ -50,7 +50,11 @@ class BackendConfig(_Strict):
     preset: str = Field(default="epiram", description="simulator preset (sim and emulators)")
     resource: str | None = Field(default=None, description="VISA resource string")
     port: str | None = Field(default=None, description="serial port or URL")
-    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="sim: device overrides such as faults__stuck_min_rate; instruments: "
+        "driver options",
+    )
 
 
 class MappingConfig(_Strict):
@@ -96,12 +100,13 @@ class EvaluationConfig(_Strict):
     every_epochs: int = Field(default=5, ge=1, description="accuracy curve spacing")
     curve_samples: int = Field(default=10, ge=1)
 
-    @model_validator(mode="after")
-    def _p_range(self) -> EvaluationConfig:
-        for p in self.p:
+    @field_validator("p")
+    @classmethod
+    def _p_range(cls, value: list[float]) -> list[float]:
+        for p in value:
             if not 0.0 <= p <= 0.5:
                 raise ValueError(f"every p must be in [0, 0.5], got {p}")
-        return self
+        return value
 
 
 class RunSection(_Strict):

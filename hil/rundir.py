@@ -34,6 +34,15 @@ _META_KEY = "__meta__"
 KEEP_CHECKPOINTS = 2
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 class RunDirError(InputError):
     """The run directory cannot be created, written or read."""
 
@@ -52,6 +61,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp_name = ""
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -60,7 +70,11 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp_name = ""
         _fsync_dir(path.parent)
     except OSError as exc:
-        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        raise RunDirError(
+            f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions, then "
+            f"continue with `mrnn-hil train --resume {run}`"
+        ) from exc
     finally:
         if tmp_name:
             with contextlib.suppress(OSError):

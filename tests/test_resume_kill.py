@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 from insitu_support import cli, final_arrays, small_config
 
 
@@ -39,18 +42,45 @@ def launch(args: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
-    tmp_path: Path,
-) -> None:
-    cfg = small_config(tmp_path, training={"epochs": 8})
-    ref = tmp_path / "ref"
+@dataclass(frozen=True)
+class Reference:
+    config: Path
+    run: Path
+    duration: float
+    final: dict[str, np.ndarray]
+    plans: list[tuple[int, str, str, int]]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """One uninterrupted run: what every interrupted run must end up as."""
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = small_config(tmp, training={"epochs": 8})
+    run = tmp / "ref"
     t0 = time.monotonic()
-    done = cli("train", "--config", str(cfg), "--out", str(ref), "--quiet")
+    done = cli("train", "--config", str(cfg), "--out", str(run), "--quiet")
     duration = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
-    expected = final_arrays(ref)
-    ref_plans = journal_plans(ref)
-    assert len(ref_plans) > 10 and all(state == "applied" for _, _, state, _ in ref_plans)
+    plans = journal_plans(run)
+    assert len(plans) > 10 and all(state == "applied" for _, _, state, _ in plans)
+    return Reference(cfg, run, duration, final_arrays(run), plans)
+
+
+def assert_same_run(run: Path, ref: Reference, label: str) -> None:
+    got = final_arrays(run)
+    assert sorted(got) == sorted(ref.final)
+    for key, value in ref.final.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=f"{label}: {key}")
+    plans = journal_plans(run)
+    # Same plans, same order, each applied exactly once (no duplicate, none lost).
+    assert [(s, d, p) for s, d, _, p in plans] == [(s, d, p) for s, d, _, p in ref.plans]
+    assert all(state == "applied" for _, _, state, _ in plans)
+
+
+def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
+    tmp_path: Path, reference: Reference
+) -> None:
+    cfg, duration = reference.config, reference.duration
 
     rng = random.Random(20261128)
     total_kills = 0
@@ -78,12 +108,35 @@ def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
             assert proc.returncode == 0, err.decode()
             break
         total_kills += kills
-        got = final_arrays(run)
-        assert sorted(got) == sorted(expected)
-        for key, value in expected.items():
-            np.testing.assert_array_equal(got[key], value, err_msg=f"trial {trial}: {key}")
-        plans = journal_plans(run)
-        # Same plans, same order, each applied exactly once (no duplicate, none lost).
-        assert [(s, d, p) for s, d, _, p in plans] == [(s, d, p) for s, d, _, p in ref_plans]
-        assert all(state == "applied" for _, _, state, _ in plans)
+        assert_same_run(run, reference, f"trial {trial}")
     assert total_kills >= 3  # the runs really were interrupted
+
+
+def test_full_disk_is_a_clear_error_and_the_run_resumes_to_the_same_state(
+    tmp_path: Path, reference: Reference
+) -> None:
+    run = tmp_path / "small-disk"
+    limit = 150_000  # bytes per file: a checkpoint fits, the journal's log soon does not
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = cli(
+        "train",
+        "--config",
+        str(reference.config),
+        "--out",
+        str(run),
+        "--quiet",
+        preexec_fn=small_disk,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert str(run) in done.stderr and "--resume" in done.stderr
+    # Nothing half-applied: every journaled plan but possibly the last is marked applied.
+    plans = journal_plans(run)
+    assert 0 < len(plans) < len(reference.plans)
+    assert all(state == "applied" for _, _, state, _ in plans[:-1])
+    resumed = cli("train", "--resume", str(run), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run, reference, "after a full disk")
