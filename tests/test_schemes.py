@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from hil.programming import program
@@ -100,29 +100,40 @@ schemes = st.one_of(
     ),
 )
 
+
+def _log_floats(lo: float, hi: float) -> st.SearchStrategy[float]:
+    return st.floats(np.log10(lo), np.log10(hi)).map(lambda e: float(10.0**e))
+
+
 limit_sets = st.builds(
     SafetyLimits,
-    max_set_v=st.floats(0.5, 5.0),
-    max_reset_v=st.floats(0.5, 5.0),
-    max_width_s=st.floats(1e-8, 1e-3),
-    compliance_a=st.floats(1e-5, 1e-2),
+    max_set_v=st.floats(1.0, 6.0),
+    max_reset_v=st.floats(1.0, 6.0),
+    max_width_s=_log_floats(1e-8, 1e-3),
+    compliance_a=_log_floats(1e-5, 1e-2),
     max_pulses_per_device_per_update=st.integers(1, 64),
     max_pulses_per_device_per_run=st.integers(1, 400),
-    max_energy_per_update_j=st.floats(1e-14, 1e-6),
+    max_energy_per_update_j=_log_floats(1e-14, 1e-6),
     max_half_select_v=st.one_of(st.none(), st.floats(0.3, 3.0)),
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     shape=st.tuples(st.integers(1, 6), st.integers(1, 6)),
     seed=st.integers(0, 2**31 - 1),
     nl=st.tuples(st.floats(-5, 5), st.floats(-5, 5)),
     states=st.integers(8, 400),
-    scale=st.floats(0.0, 0.5),
+    scale=st.floats(0.01, 0.5),
     scheme=schemes,
     limits=limit_sets,
-    amps=st.tuples(st.floats(0.5, 5.0), st.floats(0.5, 5.0), st.floats(1e-8, 1e-3)),
+    slack=st.tuples(
+        st.floats(0.3, 1.15),  # SET amplitude / max_set_v
+        st.floats(0.3, 1.15),  # RESET amplitude / max_reset_v
+        st.floats(0.1, 1.15),  # width / max_width_s
+        _log_floats(0.3, 30.0),  # compliance / current at the top of the window
+        _log_floats(0.01, 1000.0),  # energy limit / energy of one pulse per device
+    ),
 )
 def test_no_plan_ever_exceeds_a_limit(
     shape: tuple[int, int],
@@ -132,7 +143,7 @@ def test_no_plan_ever_exceeds_a_limit(
     scale: float,
     scheme: ManhattanScheme | ProportionalScheme | OuterProductScheme,
     limits: SafetyLimits,
-    amps: tuple[float, float, float],
+    slack: tuple[float, float, float, float, float],
 ) -> None:
     rng = np.random.default_rng(seed)
     response = NeuroSimResponse(
@@ -143,18 +154,30 @@ def test_no_plan_ever_exceeds_a_limit(
         nl_ltp=nl[0],
         nl_ltd=nl[1],
     )
+    pulses = _pair(
+        slack[0] * limits.max_set_v, slack[1] * limits.max_reset_v, slack[2] * limits.max_width_s
+    )
+    v_top = max(pulses.set.amplitude_v, -pulses.reset.amplitude_v)
+    one_pulse = v_top**2 * pulses.set.width_s * response.g_max_s * shape[0] * shape[1]
+    limits = limits.model_copy(
+        update={
+            "compliance_a": slack[3] * v_top * response.g_max_s,
+            "max_energy_per_update_j": slack[4] * one_pulse,
+        }
+    )
     span = response.g_max_s - response.g_min_s
     g = response.g_min_s + span * rng.random(shape)
     delta = scale * span * rng.standard_normal(shape)
-    run_counts = rng.integers(0, limits.max_pulses_per_device_per_run + 1, size=shape)
-    pulses = _pair(*amps)
+    run_counts = rng.integers(0, limits.max_pulses_per_device_per_run // 2 + 1, size=shape)
     try:
         update = plan_update_detailed(
             scheme, delta, g, response, pulses, limits, rng=rng, run_counts=run_counts
         )
     except LimitViolation as exc:
+        event("refused")
         assert "exceeds" in str(exc) or "over" in str(exc)
         return
+    event("planned" if not update.plan.is_empty else "planned (empty)")
     _assert_within(update.plan, limits, _peak(update.plan, g, response), run_counts)
     assert update.plan.bias == scheme.bias
 
@@ -173,7 +196,7 @@ def test_write_verify_plans_never_exceed_a_limit(
     scheme = WriteVerifyScheme(
         kind="write_verify", v_step_v=v_step, max_ispp_steps=steps, max_iterations=6
     )
-    pulses = _pair(0.9 * limits.max_set_v, 0.9 * limits.max_reset_v, 0.5 * limits.max_width_s)
+    pulses = _pair(0.8 * limits.max_set_v, 0.8 * limits.max_reset_v, 0.5 * limits.max_width_s)
     response = LINEAR
     span = response.g_max_s - response.g_min_s
     targets = response.g_min_s + span * rng.random((3, 3))
