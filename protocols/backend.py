@@ -117,7 +117,8 @@ class CrossbarBackend(ABC):
         if plan.is_empty:
             return
         self._apply(plan)
-        self._pulse_counts += plan.counts_per_device()
+        for group in plan.groups:  # in place: no (rows, cols) temporary
+            self._pulse_counts += group.counts
 
     def mvm(self, voltages: ArrayLike, *, transpose: bool = False) -> NDArray[np.float64]:
         """Analog product: voltages on rows give column currents `v @ G`.

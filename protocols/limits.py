@@ -73,9 +73,13 @@ def check_plan(
     `conductance_s` enables the compliance and energy checks; `run_counts` (pulses already
     delivered to each device in this run) enables the per-run budget.
     """
+    # Sum of the groups' largest counts: an upper bound of any device's pulses in this plan,
+    # which spares the per-device sums (two full-array temporaries) when no limit is near.
+    bound = 0
     for k, group in enumerate(plan.groups):
         if group.total == 0:
             continue
+        bound += group.max_count
         amp = group.shape.amplitude_v
         # Located only when a check fails: finding it costs a pass over the array.
         device = (-1, -1)
@@ -118,16 +122,23 @@ def check_plan(
                     f"group {k}: device (row={r}, col={c}) would draw {current[r, c]:.3g} A at "
                     f"{amp:g} V, over compliance_a={limits.compliance_a:g} A"
                 )
-    per_device = plan.counts_per_device()
-    over = per_device > limits.max_pulses_per_device_per_update
-    if over.any():
-        r, c = _first_device(over)
-        raise LimitViolation(
-            f"device (row={r}, col={c}) would receive {per_device[r, c]} pulses in one update, "
-            f"over max_pulses_per_device_per_update={limits.max_pulses_per_device_per_update}"
-        )
-    if run_counts is not None:
-        after = np.asarray(run_counts) + per_device
+    if bound > limits.max_pulses_per_device_per_update:
+        per_device = plan.counts_per_device()
+        over = per_device > limits.max_pulses_per_device_per_update
+        if over.any():
+            r, c = _first_device(over)
+            raise LimitViolation(
+                f"device (row={r}, col={c}) would receive {per_device[r, c]} pulses in one "
+                f"update, over max_pulses_per_device_per_update="
+                f"{limits.max_pulses_per_device_per_update}"
+            )
+    run = None if run_counts is None else np.asarray(run_counts)
+    if (
+        run is not None
+        and run.size
+        and int(run.max()) + bound > limits.max_pulses_per_device_per_run
+    ):
+        after = run + plan.counts_per_device()
         over = after > limits.max_pulses_per_device_per_run
         if over.any():
             r, c = _first_device(over)

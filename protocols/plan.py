@@ -92,7 +92,21 @@ class PulseGroup:
 
     @property
     def total(self) -> int:
-        return int(self.counts.sum())
+        """Pulses in the group (computed once: the counts are read-only)."""
+        cached = self.__dict__.get("_total")
+        if cached is None:
+            cached = int(self.counts.sum())
+            object.__setattr__(self, "_total", cached)
+        return int(cached)
+
+    @property
+    def max_count(self) -> int:
+        """Most pulses any one device receives from this group (computed once)."""
+        cached = self.__dict__.get("_max_count")
+        if cached is None:
+            cached = int(self.counts.max()) if self.counts.size else 0
+            object.__setattr__(self, "_max_count", cached)
+        return int(cached)
 
 
 @dataclass(frozen=True)

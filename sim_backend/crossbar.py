@@ -34,6 +34,7 @@ F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
 
 _CACHE_SHAPES = 32
+_ENERGY_FLUSH = 256
 
 
 def default_limits(cfg: DeviceConfig) -> SafetyLimits:
@@ -106,10 +107,16 @@ class SimulatedCrossbar(CrossbarBackend):
         self._stuck.pin(self._x)
         self._age: F64 = np.zeros(n) if cfg.drift.enabled else np.zeros(0)
         self._time_s = 0.0
+        # Per-device energy: float64 total plus a float32 accumulator flushed every
+        # _ENERGY_FLUSH plans (adding into float64 every plan would cost a full extra pass).
         self._energy: F64 = np.zeros(n)
+        self._energy_pending: F32 = np.zeros(n, dtype=np.float32)
+        self._energy_pending_plans = 0
         self._last_energy_j = 0.0
         self._terms_cache: dict[tuple[float, float], ShapeTerms | None] = {}
+        self._delta_cache: dict[tuple[tuple[float, float], tuple[float, float]], F32] = {}
         self._lo32 = self._dev.lo.astype(np.float32)
+        self._scaled: tuple[float, F32, F32] | None = None
         self._span32 = self._dev.span.astype(np.float32)
         self._buffers: dict[str, F32] = {}
 
@@ -122,11 +129,11 @@ class SimulatedCrossbar(CrossbarBackend):
     @property
     def energy_j(self) -> F64:
         """Programming energy delivered to each device so far, sum of V^2 G t (J), (rows, cols)."""
-        return self._energy.reshape(self.shape).copy()
+        return (self._energy + self._energy_pending).reshape(self.shape)
 
     @property
     def total_energy_j(self) -> float:
-        return float(self._energy.sum())
+        return float(self._energy.sum() + self._energy_pending.sum(dtype=np.float64))
 
     @property
     def last_plan_energy_j(self) -> float:
@@ -223,6 +230,8 @@ class SimulatedCrossbar(CrossbarBackend):
             "age": self._age.copy(),
             "time_s": self._time_s,
             "energy": self._energy.copy(),
+            "energy_pending": self._energy_pending.copy(),
+            "energy_pending_plans": self._energy_pending_plans,
             "last_energy_j": self._last_energy_j,
         }
 
@@ -241,6 +250,8 @@ class SimulatedCrossbar(CrossbarBackend):
         self._age = np.asarray(state["age"], dtype=np.float64).copy()
         self._time_s = float(state["time_s"])
         self._energy = np.asarray(state["energy"], dtype=np.float64).copy()
+        self._energy_pending = np.asarray(state["energy_pending"], dtype=np.float32).copy()
+        self._energy_pending_plans = int(state["energy_pending_plans"])
         self._last_energy_j = float(state["last_energy_j"])
 
     # -- the pulse engine ------------------------------------------------------------------
@@ -258,45 +269,51 @@ class SimulatedCrossbar(CrossbarBackend):
         terms = shape_terms(self.config, self._dev, amplitude_v, width_s)
         if len(self._terms_cache) >= _CACHE_SHAPES:
             self._terms_cache.pop(next(iter(self._terms_cache)))
+            self._delta_cache.clear()
         self._terms_cache[key] = terms
         return terms
 
     def _apply(self, plan: PulsePlan) -> None:
-        x = self._x
         cfg = self.config
-        # Energy at the conductances before the plan: sum over groups of V^2 t n G.
-        g0 = self._buf("g0")
-        if self._dev.g_map == "linear":
-            np.multiply(self._span32, x, out=g0)
-            g0 += self._lo32
-        else:
-            np.clip(self._dev.conductance(x), 0.0, None, out=g0, casting="unsafe")
-        dose = self._buf("dose")
-        dose.fill(0.0)
-        fbuf = self._buf("f")
-        entries: list[tuple[NDArray[np.int64], ShapeTerms]] = []
-        for group in plan.groups:
-            counts = group.counts.reshape(-1)
-            np.copyto(fbuf, counts, casting="unsafe")
-            fbuf *= np.float32(group.shape.amplitude_v**2 * group.shape.width_s)
-            dose += fbuf
-            terms = self._terms(group.shape.amplitude_v, group.shape.width_s)
+        x = self._x
+        groups = plan.groups
+        # Pulse counts as float32, once per group; reused by energy, update and noise.
+        floats: list[F32] = []
+        for k, group in enumerate(groups):
+            f = self._buf(f"f{k}")
+            np.copyto(f, group.counts.reshape(-1), casting="unsafe")
+            floats.append(f)
+        # Pulses per device, when every group has the same V^2 t (the usual SET + RESET pair):
+        # the energy needs only this sum, and so does the noise of a disjoint update.
+        doses = [group.shape.amplitude_v**2 * group.shape.width_s for group in groups]
+        pulses: F32 | None = None
+        if len(set(doses)) == 1:
+            if len(floats) == 1:
+                pulses = floats[0]
+            else:
+                pulses = self._buf("pulses")
+                np.add(floats[0], floats[1], out=pulses)
+                for f in floats[2:]:
+                    pulses += f
+        self._account_energy(doses, floats, pulses)
+        live: list[tuple[F32, ShapeTerms, tuple[float, float]]] = []
+        for group, f in zip(groups, floats, strict=True):
+            key = (float(group.shape.amplitude_v), float(group.shape.width_s))
+            terms = self._terms(*key)
             if terms is not None:
-                entries.append((counts, terms))
-        dose *= g0
-        self._last_energy_j = float(dose.sum(dtype=np.float64))
-        self._energy += dose
-
+                live.append((f, terms, key))
         factor = None
         if cfg.endurance.enabled:
             factor = endurance_factor(cfg.endurance, self._pulse_counts.reshape(-1))
-        if entries:
-            masks = [counts > 0 for counts, _ in entries]
-            if len(entries) == 1 or _disjoint(masks):
-                self._pass(entries, masks, factor, noise=True)
+        if live:
+            if _disjoint([f for f, _, _ in live]):
+                shared = pulses
+                if len(live) != len(floats) or any(t.gate is not None for _, t, _ in live):
+                    shared = None
+                self._update(live, factor, noise=True, pulses=shared)
             else:
-                for entry, mask in zip(entries, masks, strict=True):
-                    self._pass([entry], [mask], factor, noise=True)
+                for item in live:
+                    self._update([item], factor, noise=True)
         if plan.bias != "none" and cfg.disturb.enabled:
             self._disturb(plan, factor)
         if cfg.levels is not None:
@@ -307,6 +324,46 @@ class SimulatedCrossbar(CrossbarBackend):
         self._stuck.pin(x)
         if cfg.drift.enabled:
             self._age[plan.counts_per_device().reshape(-1) > 0] = 0.0
+
+    def _scaled_map(self, dose: float) -> tuple[F32, F32]:
+        """(lo, span) of the conductance map scaled by `dose` = V^2 t (one cached entry)."""
+        if self._scaled is None or self._scaled[0] != dose:
+            d = np.float32(dose)
+            self._scaled = (dose, self._lo32 * d, self._span32 * d)
+        return self._scaled[1], self._scaled[2]
+
+    def _account_energy(self, doses: list[float], floats: list[F32], pulses: F32 | None) -> None:
+        """Energy V^2 G t per pulse, at the conductances before the plan."""
+        w = self._buf("w")
+        g0 = self._buf("g0")
+        if pulses is not None and self._dev.g_map == "linear":
+            # One dose for all groups: w = n * (dose * G0), G0 = lo + span * x.
+            lo, span = self._scaled_map(doses[0])
+            np.multiply(span, self._x, out=g0)
+            g0 += lo
+            np.multiply(pulses, g0, out=w)
+        else:
+            tmp = self._buf("tmp")
+            for k, (dose, f) in enumerate(zip(doses, floats, strict=True)):
+                if k == 0:
+                    np.multiply(f, np.float32(dose), out=w)
+                else:
+                    np.multiply(f, np.float32(dose), out=tmp)
+                    w += tmp
+            np.multiply(self._span32, self._x, out=g0)
+            if self._dev.g_map == "linear":
+                g0 += self._lo32
+            else:
+                np.subtract(self._lo32, g0, out=g0)
+                np.reciprocal(g0, out=g0)
+            w *= g0
+        self._last_energy_j = float(w.sum())
+        self._energy_pending += w
+        self._energy_pending_plans += 1
+        if self._energy_pending_plans >= _ENERGY_FLUSH:
+            self._energy += self._energy_pending
+            self._energy_pending.fill(0.0)
+            self._energy_pending_plans = 0
 
     def _disturb(self, plan: PulsePlan, factor: F32 | None) -> None:
         """Half-selected devices see a fraction of each pulse; only pulses that move some
@@ -321,74 +378,97 @@ class SimulatedCrossbar(CrossbarBackend):
             if not moves or group.total == 0:
                 continue
             for hs in half_selects(group.counts, plan.bias, group.parallel):
-                terms = self._terms(hs.sign * hs.fraction * amp, width)
+                key = (hs.sign * hs.fraction * amp, width)
+                terms = self._terms(*key)
                 if terms is None:
                     continue
-                counts = hs.counts.reshape(-1)
-                self._pass([(counts, terms)], [counts > 0], factor, noise=False)
+                f = self._buf("fd")
+                np.copyto(f, hs.counts.reshape(-1), casting="unsafe")
+                self._update([(f, terms, key)], factor, noise=False)
 
-    def _pass(
+    def _xinf_delta(self, base: tuple[float, float], other: tuple[float, float]) -> F32:
+        key = (base, other)
+        delta = self._delta_cache.get(key)
+        if delta is None:
+            b = self._terms(*base)
+            o = self._terms(*other)
+            assert b is not None and o is not None
+            delta = (o.xinf - b.xinf).astype(np.float32)
+            if len(self._delta_cache) >= _CACHE_SHAPES:
+                self._delta_cache.pop(next(iter(self._delta_cache)))
+            self._delta_cache[key] = delta
+        return delta
+
+    def _update(
         self,
-        entries: list[tuple[NDArray[np.int64], ShapeTerms]],
-        masks: list[NDArray[np.bool_]],
+        items: list[tuple[F32, ShapeTerms, tuple[float, float]]],
         factor: F32 | None,
         *,
         noise: bool,
+        pulses: F32 | None = None,
     ) -> None:
-        """One exact update of every device by groups that touch disjoint devices."""
+        """One exact update of every device by pulse groups that touch disjoint devices:
+        x += (x - x_inf) * expm1(n * lam), plus sigma * sqrt(n) * N(0, 1), then clip."""
         x = self._x
         t = self._buf("t")
         tmp = self._buf("tmp")
-        nsum = self._buf("n")
-        f = self._buf("f")
-        sigma = self.config.c2c.sigma if noise else 0.0
-        first = True
-        xinf: F32
-        for (counts, terms), mask in zip(entries, masks, strict=True):
-            np.copyto(f, counts, casting="unsafe")
-            if first:
-                np.multiply(f, terms.lam, out=t)
-            else:
-                np.multiply(f, terms.lam, out=tmp)
-                t += tmp
-            if sigma > 0.0:
-                if terms.gate is not None:
-                    f *= terms.gate
-                if first:
-                    nsum[:] = f
+        f0, terms0, key0 = items[0]
+        np.multiply(f0, terms0.lam, out=t)
+        for f, terms, _ in items[1:]:
+            np.multiply(f, terms.lam, out=tmp)
+            t += tmp
+        if len(items) == 1:
+            xinf = terms0.xinf
+        else:
+            # x_inf of the group that pulses each device: base + [n_k > 0] * (x_inf_k - base).
+            xinf = self._buf("xinf")
+            for k, (f, _, key) in enumerate(items[1:]):
+                np.minimum(f, np.float32(1.0), out=tmp)
+                if k == 0:
+                    np.multiply(tmp, self._xinf_delta(key0, key), out=xinf)
                 else:
-                    nsum += f
-            if len(entries) == 1:
-                xinf = terms.xinf
-            else:
-                xinf = self._buf("xinf")
-                if first:
-                    xinf[:] = terms.xinf
-                else:
-                    np.copyto(xinf, terms.xinf, where=mask)
-            first = False
+                    tmp *= self._xinf_delta(key0, key)
+                    xinf += tmp
+            xinf += terms0.xinf
         if factor is not None:
             t *= factor
         np.expm1(t, out=t)
         np.subtract(x, xinf, out=tmp)
         tmp *= t
         x += tmp
+        sigma = self.config.c2c.sigma if noise else 0.0
         if sigma > 0.0:
-            np.sqrt(nsum, out=nsum)
+            n = self._buf("n")
+            if pulses is not None:
+                np.multiply(pulses, np.float32(sigma * sigma), out=n)
+            else:
+                for f, terms, _ in items:
+                    if terms.gate is not None:
+                        f *= terms.gate  # sub-threshold devices get no pulse, so no noise
+                if len(items) == 1:
+                    n[:] = items[0][0]
+                else:
+                    np.add(items[0][0], items[1][0], out=n)
+                    for f, _, _ in items[2:]:
+                        n += f
+                n *= np.float32(sigma * sigma)
+            np.sqrt(n, out=n)
             if factor is not None:
-                nsum *= factor
+                n *= factor
             z, sign = self._noise.draw(self._n)
-            np.multiply(z, np.float32(sign * sigma), out=tmp)
-            nsum *= tmp
-            x += nsum
+            n *= z
+            if sign > 0:
+                x += n
+            else:
+                x -= n
         np.clip(x, 0.0, 1.0, out=x)
 
 
-def _disjoint(masks: list[NDArray[np.bool_]]) -> bool:
-    """True when no device is counted in more than one of the groups."""
-    if len(masks) == 2:
-        return not np.any(masks[0] & masks[1])
-    total = masks[0].astype(np.uint8)
-    for mask in masks[1:]:
-        total += mask
-    return int(total.max()) <= 1
+def _disjoint(counts: list[F32]) -> bool:
+    """True when no device is counted in more than one group (counts are >= 0, so a zero dot
+    product of two count vectors means no common device; BLAS makes this nearly free)."""
+    return all(
+        float(np.dot(counts[i], counts[j])) == 0.0
+        for i in range(len(counts))
+        for j in range(i + 1, len(counts))
+    )

@@ -31,7 +31,7 @@ class GaussianSource:
         self._uses = 0
         self._pool: NDArray[np.float32] | None = None
         self._pool_epoch = -1
-        self._pool_len = max(_MIN_POOL, 8 * self._size)
+        self._pool_len = max(_MIN_POOL, 2 * self._size)
 
     def _ensure_pool(self) -> NDArray[np.float32]:
         if self._pool is None or self._pool_epoch != self._epoch:
