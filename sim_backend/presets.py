@@ -149,15 +149,16 @@ PRESETS: dict[str, DeviceConfig] = {
     ),
     "vteam": DeviceConfig(
         name="vteam",
-        description="physical VTEAM-type threshold model with a linear R(w)",
+        description="physical VTEAM-type threshold model with a linear R(w), ON/OFF 10",
         source="Kvatinsky et al., IEEE TCAS-II 62(8):786, 2015 (model form); parameters chosen",
         uncertain=(
             "k, alpha and thresholds are chosen so that a 1.6 V, 100 ns pulse moves about 1 % "
             "of the state (MemTorch's default k values are toy values); not fitted to a device",
+            "R_on 10 kOhm and R_off 100 kOhm are chosen, not measured",
         ),
         model=VteamModel(
             r_on_ohm=10e3,
-            r_off_ohm=1e6,
+            r_off_ohm=100e3,
             k_set_per_s=5e5,
             k_reset_per_s=7e5,
             v_set_v=1.0,
