@@ -17,6 +17,7 @@ the usual saturating curve, steps shrinking as the device nears the bound it mov
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -100,11 +101,11 @@ class NeuroSimResponse(BaseModel):
             raise ValueError(f"g_max_s ({self.g_max_s:g}) must exceed g_min_s ({self.g_min_s:g})")
         return self
 
-    @property
+    @cached_property
     def a_ltp(self) -> float:
         return float(nl_to_a(self.nl_ltp))
 
-    @property
+    @cached_property
     def a_ltd(self) -> float:
         # NeuroSim labels saturating LTD with a negative NL.
         return float(nl_to_a(-self.nl_ltd))
@@ -127,11 +128,19 @@ class NeuroSimResponse(BaseModel):
         """Expected conductance after n pulses: n > 0 SET (LTP), n < 0 RESET (LTD)."""
         x = self._norm(g)
         n_arr = np.broadcast_to(np.asarray(n, dtype=np.float64), x.shape)
-        p_up = curve_inverse(x, self.a_ltp) + np.maximum(n_arr, 0.0) / self.states_ltp
-        up = curve(np.minimum(p_up, 1.0), self.a_ltp)
-        q_dn = curve_inverse(1.0 - x, self.a_ltd) + np.maximum(-n_arr, 0.0) / self.states_ltd
-        down = 1.0 - curve(np.minimum(q_dn, 1.0), self.a_ltd)
-        return self._denorm(np.where(n_arr > 0, up, np.where(n_arr < 0, down, x)))
+        out = x.copy()
+        # Evaluate each curve only where it applies (a plan group has a single polarity).
+        up = n_arr > 0
+        if up.any():
+            xu = x[up]
+            p_up = curve_inverse(xu, self.a_ltp) + n_arr[up] / self.states_ltp
+            out[up] = curve(np.minimum(p_up, 1.0), self.a_ltp)
+        down = n_arr < 0
+        if down.any():
+            xd = x[down]
+            q_dn = curve_inverse(1.0 - xd, self.a_ltd) - n_arr[down] / self.states_ltd
+            out[down] = 1.0 - curve(np.minimum(q_dn, 1.0), self.a_ltd)
+        return self._denorm(out)
 
     def step(self, g: ArrayLike, polarity: int) -> Array:
         """Expected |dG| of one pulse of the given polarity (+1 SET, -1 RESET) at g."""
