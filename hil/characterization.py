@@ -214,43 +214,54 @@ def device_bounds(traces: Traces, sigma_read: float) -> tuple[F64, F64]:
     return lo, hi
 
 
-def _linear_fit(z: F64, dz: F64, mask: NDArray[np.bool_]) -> F64:
-    """Least-squares (c0, c1) of dz = c0 + c1 z per column over `mask` (NaN if too few)."""
-    w = mask.astype(np.float64)
-    n = w.sum(axis=0)
+def _linear_fit(z: F64, dz: F64, w: F64, mask: NDArray[np.bool_]) -> F64:
+    """Instrumental-variable fit of dz = c0 + c1 z per column over `mask` (NaN if too few).
+
+    The instrument w is the reading before z: its read noise is independent of the noise in
+    z (which also enters dz with the opposite sign), so read noise cannot masquerade as a
+    curvature of the device, as it would in a plain least-squares fit.
+    """
+    n = mask.sum(axis=0).astype(np.float64)
     zm = np.where(mask, z, 0.0)
     dm = np.where(mask, dz, 0.0)
-    sz, sd = zm.sum(axis=0), dm.sum(axis=0)
-    szz, szd = (zm * zm).sum(axis=0), (zm * dm).sum(axis=0)
-    det = n * szz - sz * sz
-    ok = (n >= 4) & (det > 1e-12 * np.maximum(n * szz, 1e-300))
+    wm = np.where(mask, w, 0.0)
+    sz, sd, sw = zm.sum(axis=0), dm.sum(axis=0), wm.sum(axis=0)
+    swz, swd = (wm * zm).sum(axis=0), (wm * dm).sum(axis=0)
+    det = n * swz - sw * sz
+    scale = np.maximum(np.abs(n * (wm * wm).sum(axis=0)), 1e-300)
+    ok = (n >= 4) & (np.abs(det) > 1e-9 * scale)
     with np.errstate(divide="ignore", invalid="ignore"):
-        c1 = np.where(ok, (n * szd - sz * sd) / det, np.nan)
+        c1 = np.where(ok, (n * swd - sw * sd) / det, np.nan)
         c0 = np.where(ok, (sd - c1 * sz) / n, np.nan)
     return np.stack([c0, c1], axis=-1)
 
 
-def fit_steps(z0: F64, z1: F64, read0: F64, read1: F64) -> tuple[F64, F64, NDArray[np.int64]]:
+def fit_steps(
+    z_prev: F64, z0: F64, z1: F64, read0: F64, read1: F64
+) -> tuple[F64, F64, NDArray[np.int64]]:
     """Fit E[z1 - z0 | z0] = c0 + c1 z0 per column on transitions that cannot have clipped.
 
-    z0, z1: (N, K) rising states before and after one pulse; read0, read1: their read-noise
-    standard deviations in state units. Returns (coef (K, 2), C2C sigma (K,), used (K,)).
+    z_prev, z0, z1: (N, K) rising states one pulse before, at, and one pulse after each
+    transition (z_prev is the instrument); read0, read1: read-noise standard deviations of
+    z0 and z1 in state units. Returns (coef (K, 2), C2C sigma (K,), transitions used (K,)).
     """
     dz = z1 - z0
-    valid = np.isfinite(z0) & np.isfinite(z1)
+    valid = np.isfinite(z0) & np.isfinite(z1) & np.isfinite(z_prev)
     mask = valid.copy()
     k = z0.shape[1]
     coef = np.full((k, 2), np.nan)
     sigma = np.full(k, np.nan)
     for _ in range(4):  # refit after dropping transitions that may have hit a bound
-        coef = _linear_fit(z0, dz, mask)
+        coef = _linear_fit(z0, dz, z_prev, mask)
         step = coef[:, 0] + coef[:, 1] * z0
         resid = np.where(mask, dz - step, np.nan)
         with np.errstate(invalid="ignore"):
             sigma = np.sqrt(np.nanmean(resid**2, axis=0)) if mask.any() else sigma
         margin = CLIP_MARGIN_SIGMA * np.nan_to_num(sigma, nan=0.05) + 1e-9
-        pred = z0 + step
-        mask = valid & (pred - margin > 0.0) & (pred + margin < 1.0)
+        # Select on the instrument (two steps ahead of z_prev), not on z0: z0's read noise
+        # also enters dz, so cutting on z0 would bias the steps near the cut.
+        ahead = z_prev + 2.0 * (coef[:, 0] + coef[:, 1] * z_prev)
+        mask = valid & (ahead - margin > 0.0) & (ahead + margin < 1.0)
     with np.errstate(invalid="ignore"):
         read_var = np.nanmean(np.where(mask, read0**2 + read1**2, np.nan), axis=0)
     c2c = np.sqrt(np.clip(sigma**2 - np.nan_to_num(read_var), 0.0, None))
@@ -346,15 +357,14 @@ def fit_direction(
     z = x if rising_up else 1.0 - x
     read = sigma_read * traces * state_slope(traces, lo, hi, kind)
     kdev = z.shape[-1]
-    z0, z1 = z[:, :-1].reshape(-1, kdev), z[:, 1:].reshape(-1, kdev)
-    r0, r1 = read[:, :-1].reshape(-1, kdev), read[:, 1:].reshape(-1, kdev)
-    per = _direction(fit_steps(z0, z1, r0, r1), lo, hi, kind, rising_up)
-    pooled_fit = fit_steps(
-        z0[:, good].reshape(-1, 1),
-        z1[:, good].reshape(-1, 1),
-        r0[:, good].reshape(-1, 1),
-        r1[:, good].reshape(-1, 1),
-    )
+
+    def flat(a: F64, lo_k: int, hi_k: int | None) -> F64:
+        return a[:, lo_k:hi_k].reshape(-1, kdev)
+
+    zp, z0, z1 = flat(z, 0, -2), flat(z, 1, -1), flat(z, 2, None)
+    r0, r1 = flat(read, 1, -1), flat(read, 2, None)
+    per = _direction(fit_steps(zp, z0, z1, r0, r1), lo, hi, kind, rising_up)
+    pooled_fit = fit_steps(*(a[:, good].reshape(-1, 1) for a in (zp, z0, z1, r0, r1)))
     lo_t = np.array([np.median(lo[good])])
     hi_t = np.array([np.median(hi[good])])
     pooled = _direction(pooled_fit, lo_t, hi_t, kind, rising_up)
