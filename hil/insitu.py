@@ -45,7 +45,7 @@ from hil.run_config import RunConfig
 from hil.rundir import RunDir
 from protocols.backend import CrossbarBackend
 from protocols.errors import InputError
-from protocols.limits import LimitViolation, SafetyLimits, check_plan
+from protocols.limits import LimitViolation, SafetyLimits
 from protocols.plan import PulsePlan
 
 Array = NDArray[np.float64]
@@ -189,9 +189,13 @@ class InSituTrainer:
 
     # -- sending plans ---------------------------------------------------------------------
     def send(self, plan: PulsePlan, kind: str, g_before: Array) -> None:
-        """Check, journal, apply, mark applied: the one path by which pulses leave."""
+        """Journal, apply, mark applied: the one path by which pulses leave.
+
+        Every plan arrives checked against the limits by its scheme (at the conductances it
+        expects to reach, with this run's pulse counts); the backend checks it once more
+        before the first byte is sent.
+        """
         st = self.state
-        check_plan(plan, self.limits, conductance_s=g_before, run_counts=st.run_counts)
         if plan.is_empty:
             return
         seq = st.seq
@@ -243,7 +247,6 @@ class InSituTrainer:
                 g,
                 tolerance=self.cfg.programming.tolerance,
                 max_iterations=self.cfg.programming.max_iterations,
-                rng=stream(self.cfg.seed, STREAM_PROGRAM),
                 send=lambda plan, g_before: self.send(plan, "program", g_before),
                 read=self.read,
             )
@@ -324,6 +327,7 @@ class InSituTrainer:
                     rng=stream(self.cfg.seed, STREAM_SCHEME, pos),
                     send=lambda plan, g_before: self.send(plan, "update", g_before),
                     read=self.read,
+                    exclude=self.stuck.stuck if self.cfg.stuck.detect else None,
                 )
             except LimitViolation as exc:
                 accepted = False

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from protocols.limits import SafetyLimits
 from protocols.plan import PulsePlan
 from protocols.response import DeviceResponse
+from protocols.schemes import WriteVerifyPlanner
 from protocols.schemes.common import expected_after
 from protocols.schemes.manhattan import plan_manhattan
 from protocols.schemes.outer_product import plan_outer_product
@@ -76,60 +77,52 @@ class UpdatePlanner:
         return out.plan, g + out.expected_delta_g
 
     def update(
-        self, dG: Array, g: Array, *, rng: np.random.Generator, send: Send, read: Read
+        self,
+        dG: Array,
+        g: Array,
+        *,
+        rng: np.random.Generator,
+        send: Send,
+        read: Read,
+        exclude: NDArray[np.bool_] | None = None,
     ) -> Array:
         """Deliver dG; return the new conductance estimate (expected, or read when verified)."""
         if isinstance(self.scheme, WriteVerifyScheme):
             lo, hi = self.g_range
             base = g if self.wv_target is None else self.wv_target
             self.wv_target = np.clip(base + dG, lo, hi)
-            return self.write_verify(
-                self.wv_target,
-                g,
-                np.ones(g.shape, dtype=bool),
-                tolerance=self.scheme.tolerance_frac,
-                max_iterations=self.scheme.max_iterations,
-                rng=rng,
-                send=send,
-                read=read,
-                per_round=self.scheme.max_pulses_per_iteration,
-            )
+            active = np.ones(g.shape, dtype=bool) if exclude is None else ~exclude
+            return self.write_verify(self.scheme, self.wv_target, g, active, send=send, read=read)
         plan, expected = self.plan_open_loop(self.scheme, dG, g, rng)
         send(plan, g)
         return expected
 
     def write_verify(
         self,
+        scheme: WriteVerifyScheme,
         target: Array,
         g: Array,
         active: NDArray[np.bool_],
         *,
-        tolerance: float,
-        max_iterations: int,
-        rng: np.random.Generator,
         send: Send,
         read: Read,
-        per_round: int = 16,
     ) -> Array:
-        """Read -> pulse toward target -> read, until within tolerance*range or the cap.
+        """Read -> pulse toward target -> read, until within tolerance or the iteration cap.
 
-        Each round asks the mean model for the pulse count to the target (model inverse,
-        stochastic rounding, capped per update); devices already within tolerance rest.
+        The rounds are planned by the protocols' `WriteVerifyPlanner` (ISPP levels, counts
+        from the mean device curve, limits checked); each round leaves through `send`, so it
+        is journaled like any other plan.
         """
-        lo, hi = self.g_range
-        tol = tolerance * (hi - lo)
-        cap = max(1, min(per_round, self.limits.max_pulses_per_device_per_update))
-        round_scheme = ProportionalScheme(
-            kind="proportional", count="inverse", rounding="stochastic", max_pulses=cap
+        planner = WriteVerifyPlanner(
+            scheme,
+            self.pulses,
+            self.limits,
+            self.response,
+            target,
+            mask=active,
+            run_counts=self._counts(),
         )
-        for _ in range(max_iterations):
-            off = active & (np.abs(target - g) > tol)
-            if not off.any():
-                break
-            dG = np.where(off, target - g, 0.0)
-            plan, _ = self.plan_open_loop(round_scheme, dG, g, rng)
-            if plan.is_empty:
-                break
+        while (plan := planner.next_plan(g)) is not None:
             send(plan, g)
             g = read()
         return g
@@ -141,7 +134,6 @@ class UpdatePlanner:
         *,
         tolerance: float,
         max_iterations: int,
-        rng: np.random.Generator,
         send: Send,
         read: Read,
     ) -> Array:
@@ -150,18 +142,15 @@ class UpdatePlanner:
         Rounds may use the whole per-update pulse budget of the limits: devices start far
         from their targets (at a bound), unlike the small moves of training.
         """
-        active = np.ones(target.shape, dtype=bool)
-        return self.write_verify(
-            target,
-            g,
-            active,
-            tolerance=tolerance,
+        scheme = WriteVerifyScheme(
+            kind="write_verify",
+            tolerance_frac=tolerance,
             max_iterations=max_iterations,
-            rng=rng,
-            send=send,
-            read=read,
-            per_round=self.limits.max_pulses_per_device_per_update,
+            pulses_per_iteration="model",
+            max_pulses_per_iteration=self.limits.max_pulses_per_device_per_update,
         )
+        active = np.ones(target.shape, dtype=bool)
+        return self.write_verify(scheme, target, g, active, send=send, read=read)
 
     def expected(self, plan: PulsePlan, g: Array) -> Array:
         return expected_after(plan, g, self.response)

@@ -124,7 +124,11 @@ def test_diverging_side_network_is_refused_logged_and_the_run_continues(tmp_path
     events = con.execute("SELECT kind, message FROM events WHERE kind = 'refused'").fetchall()
     con.close()
     assert refused and all(seq is None and pulses == 0 for _, _, seq, pulses in refused)
-    assert {status for _, status, _, _ in refused} <= {"side_diverged", "non_finite"}
+    assert {status for _, status, _, _ in refused} <= {
+        "side_diverged",
+        "non_finite",
+        "forward_not_settled",
+    }
     assert len(events) == len(refused)
     assert any("non_finite" in s or "side_diverged" in s for _, s, _, _ in refused)
 
@@ -232,3 +236,26 @@ def test_run_config_round_trips_and_names_bad_fields(tmp_path: Path) -> None:
         validate_config({"scheme": {"kind": "nope"}})
     with pytest.raises(InputError, match=r"evaluation\.p"):
         validate_config({"evaluation": {"p": [0.9]}})
+
+
+def test_train_defaults_run_the_built_in_glyphs_on_a_realistic_preset(tmp_path: Path) -> None:
+    out = tmp_path / "dry"
+    done = cli("train", "--epochs", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for word in ("in_situ", "hebbian", "storkey", "pulses:", "energy estimate"):
+        assert word in done.stdout
+    assert "training" in done.stderr  # the progress bar
+    config = json.loads((out / "config.json").read_text())
+    assert config["backend"]["kind"] == "sim" and config["backend"]["preset"] != "ideal"
+    assert config["training"]["patterns"] is None  # the built-in 16 glyphs
+    with np.load(out / "final.npz") as f:
+        assert f["conductance_s"].shape == (100, 200)
+    for name in (
+        "report.md",
+        "report.json",
+        "curves.png",
+        "conductances.png",
+        "pulse_counts.png",
+        "examples.png",
+    ):
+        assert (out / name).stat().st_size > 0

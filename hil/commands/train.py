@@ -8,6 +8,7 @@ pulse and energy totals. `--resume DIR` continues a killed run.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -66,12 +67,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 class ProgressBar:
-    """tqdm over presentations: epoch, loss, pulses, time left."""
+    """tqdm over presentations: epoch, loss (last complete epoch), pulses, time left."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, epochs: int = 1) -> None:
         self.enabled = enabled
+        self.epochs = epochs
         self.bar: Any = None
         self.last = 0.0
+        self.last_loss = float("nan")
 
     def __call__(self, st: ControllerState, total: int) -> None:
         if not self.enabled:
@@ -79,23 +82,26 @@ class ProgressBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=st.position - 1, unit="pres", file=sys.stderr)
+            self.bar = tqdm(
+                total=total,
+                initial=st.position - 1,
+                unit="pres",
+                file=sys.stderr,
+                desc="training",
+            )
         self.bar.update(st.position - self.bar.n)
+        per_epoch = max(total // max(self.epochs, 1), 1)
+        if st.epoch_acc.count:
+            self.last_loss = st.epoch_acc.loss / st.epoch_acc.count
         now = time.monotonic()
         if now - self.last > 0.25 or st.position == total:
             self.last = now
-            per_epoch = max(total // max(1, self._epochs(st, total)), 1)
             self.bar.set_postfix(
-                epoch=st.position // per_epoch,
-                loss=f"{st.epoch_acc.loss / max(st.epoch_acc.count, 1):.3g}",
+                epoch=f"{min(st.position // per_epoch + 1, self.epochs)}/{self.epochs}",
+                loss=f"{self.last_loss:.3g}",
                 pulses=st.totals.pulses,
                 refresh=False,
             )
-
-    epochs = 1
-
-    def _epochs(self, st: ControllerState, total: int) -> int:
-        return self.epochs
 
     def close(self) -> None:
         if self.bar is not None:
@@ -126,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from hil.training_run import resume_run, start_run
 
     bar = ProgressBar(enabled=not args.quiet)
+    if not getattr(args, "verbose", False):
+        # Refused updates are journaled (events table) and counted in the summary; the rule's
+        # per-update warnings would only break the progress bar.
+        logging.getLogger("hil.learning").setLevel(logging.ERROR)
     try:
         if args.resume:
             others = [
@@ -147,8 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(
                     f"--resume continues a run with its own config; drop --{others[0]}"
                 )
-            cfg_epochs = _epochs_of(Path(args.resume))
-            bar.epochs = cfg_epochs
+            bar.epochs = _epochs_of(Path(args.resume))
             outcome = resume_run(args.resume, progress=bar)
         else:
             cfg = config_from_args(args)
