@@ -22,24 +22,24 @@ RULE_LABELS = {
 
 
 def patterns_figure(ps: PatternSet, path: Path) -> Path:
-    """Fig. 2 analogue: the patterns (top) and their Pearson correlation matrix (bottom)."""
+    """Fig. 2 analogue: the patterns (left) and their Pearson correlation matrix (right)."""
     k = ps.count
-    cols = min(k, 8)
+    cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))
-    fig = plt.figure(figsize=(1.1 * cols, 1.1 * rows + 4.2))
-    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1.0] * rows + [3.8])
-    for i, img in enumerate(ps.images()):
-        ax = fig.add_subplot(grid[i // cols, i % cols])
-        ax.imshow(img, cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set_title(ps.names[i], fontsize=8)
+    fig = plt.figure(figsize=(11.0, 5.0))
+    left, right = fig.subfigures(1, 2, width_ratios=[1.0, 1.25])
+    axes = np.atleast_1d(left.subplots(rows, cols)).ravel()
+    for i, ax in enumerate(axes):
         ax.set_axis_off()
-    ax = fig.add_subplot(grid[rows, :])
+        if i < k:
+            ax.imshow(ps.images()[i], cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_title(ps.names[i], fontsize=8)
+    ax = right.subplots()
     im = ax.imshow(ps.correlation(), cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(k), ps.names, fontsize=7)
     ax.set_yticks(range(k), ps.names, fontsize=7)
     ax.set_title("Pearson correlation between patterns", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
+    right.colorbar(im, ax=ax, fraction=0.045)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -163,3 +163,11 @@ def test_test_set_groups_samples_by_class() -> None:
     assert X.shape == (48, 100)
     np.testing.assert_array_equal(labels, np.repeat(np.arange(16), 3))
     np.testing.assert_array_equal(X, ps.patterns[labels])
+
+
+def test_docs_font_loads_and_contains_the_builtin_set() -> None:
+    font = load_patterns(Path(__file__).parents[1] / "docs" / "patterns" / "letters26.txt")
+    assert font.count == 26 and font.shape == (10, 10)
+    builtin = builtin_patterns()
+    for name, pattern in zip(builtin.names, builtin.patterns, strict=True):
+        np.testing.assert_array_equal(font.patterns[font.names.index(name)], pattern)
