@@ -120,9 +120,8 @@ def main() -> None:
             f"{r['accuracy']['0.20']:.3f} | {r['pulses']:.3g} | {r['energy_j']:.3g} |"
         )
     for rule in ("hebbian", "storkey", "nearest_pattern"):
-        print(
-            f"| {rule} (baseline) | - | {base[rule]['0.10']:.3f} | {base[rule]['0.20']:.3f} | - | - |"
-        )
+        acc = base[rule]
+        print(f"| {rule} (baseline) | - | {acc['0.10']:.3f} | {acc['0.20']:.3f} | - | - |")
     print(json.dumps({"epochs": args.epochs, "seed": args.seed, "float": reference, "runs": rows}))
 
 
