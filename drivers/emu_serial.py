@@ -44,6 +44,9 @@ class SerialEmulator:
         self.path = ""
 
     def start(self) -> SerialEmulator:
+        """Open the pty and serve (once; starting a running emulator does nothing)."""
+        if self._thread is not None:
+            return self
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         tty.setraw(self._master)

@@ -179,6 +179,9 @@ class ScpiEmulator:
             return self.faults.garble(data, printable_safe=False)
 
     def start(self) -> ScpiEmulator:
+        """Serve (once; starting a running emulator does nothing)."""
+        if self._smu.thread.is_alive():
+            return self
         self._smu.thread.start()
         self._matrix.thread.start()
         return self

@@ -8,6 +8,7 @@ its own timeout so the caller can size it to the work (a long pulse train, an ar
 from __future__ import annotations
 
 import logging
+import select
 import time
 from abc import ABC, abstractmethod
 from typing import Any
@@ -211,10 +212,26 @@ class SerialTransport(LineTransport):
             if time.monotonic() >= deadline:
                 raise LinkTimeout(f"{self.name}: no complete reply within {timeout_s:g} s")
             try:
-                chunk = self._ser.read(self._ser.in_waiting or 1)
-            except (serial.SerialException, OSError) as exc:
+                self._buf += self._read_some(deadline - time.monotonic())
+            except (serial.SerialException, OSError, ValueError) as exc:
                 raise LinkLost(f"{self.name}: read failed: {exc}") from exc
-            self._buf += chunk
+
+    def _read_some(self, wait_s: float) -> bytes:
+        """Whatever arrives within `wait_s` (at least one byte unless the wait runs out).
+
+        A port with a file descriptor is waited on with select, so a short timeout is
+        honoured exactly; URL ports (loop://, socket://) fall back to the port's own
+        polling timeout.
+        """
+        try:
+            fd = self._ser.fileno()
+        except (AttributeError, OSError, ValueError, NotImplementedError):
+            fd = None
+        if fd is not None and fd >= 0:
+            ready, _, _ = select.select([fd], [], [], max(wait_s, 0.0))
+            if not ready:
+                return b""
+        return bytes(self._ser.read(self._ser.in_waiting or 1))
 
     def discard_input(self) -> None:
         self._buf.clear()

@@ -1,0 +1,159 @@
+"""Scripted instrument peers for protocol tests, over real transports.
+
+In the manner of PyMeasure's `expected_protocol`: a peer holds the exact ordered exchange
+(line expected from the driver, reply lines to send) and records any mismatch, extra or
+missing line. The peers are real endpoints (a TCP listener on 127.0.0.1 that pyvisa-py
+connects to, a pseudo-terminal that pyserial opens), so terminations, encodings and
+timeouts are exercised for real. `DROP` as a reply sends nothing; `CLOSE` drops the
+connection after the line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+
+DROP = b"<drop>"
+CLOSE = b"<close>"
+
+
+@dataclass
+class Step:
+    who: str
+    expect: bytes
+    replies: list[bytes] = field(default_factory=list)
+
+
+class Script:
+    """The shared, ordered exchange across the peers of one test."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.pos = 0
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+    def take(self, who: str, line: bytes) -> list[bytes]:
+        with self.lock:
+            if self.pos >= len(self.steps):
+                self.errors.append(f"{who}: unexpected extra line {line!r}")
+                return []
+            step = self.steps[self.pos]
+            if step.who != who or step.expect != line:
+                self.errors.append(
+                    f"step {self.pos}: expected {step.who} {step.expect!r}, got {who} {line!r}"
+                )
+                return []
+            self.pos += 1
+            return step.replies
+
+    def verify(self) -> None:
+        assert not self.errors, "\n".join(self.errors)
+        assert self.pos == len(self.steps), (
+            f"only {self.pos} of {len(self.steps)} steps happened; next expected "
+            f"{self.steps[self.pos].who} {self.steps[self.pos].expect!r}"
+        )
+
+
+class TcpPeer:
+    """A scripted instrument on 127.0.0.1 (one connection at a time, reconnects allowed)."""
+
+    def __init__(self, who: str, script: Script) -> None:
+        self.who = who
+        self.script = script
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.resource = f"TCPIP::127.0.0.1::{self.port}::SOCKET"
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.05)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    replies = self.script.take(self.who, line.rstrip(b"\r"))
+                    if CLOSE in replies:
+                        return
+                    out = b"".join(r + b"\n" for r in replies if r != DROP)
+                    if out:
+                        conn.sendall(out)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(timeout=2.0)
+
+
+class PtyPeer:
+    """A scripted board on a pseudo-terminal; `path` is the port to open."""
+
+    def __init__(self, who: str, script: Script) -> None:
+        self.who = who
+        self.script = script
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tty.setraw(self.master)
+        self.path = os.ttyname(self.slave)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                buf += os.read(self.master, 65536)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                replies = self.script.take(self.who, line.rstrip(b"\r"))
+                out = b"".join(r + b"\n" for r in replies if r not in (DROP, CLOSE))
+                if out:
+                    os.write(self.master, out)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
