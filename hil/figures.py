@@ -27,7 +27,8 @@ def patterns_figure(ps: PatternSet, path: Path) -> Path:
     cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))
     fig = plt.figure(figsize=(11.0, 5.0))
-    left, right = fig.subfigures(1, 2, width_ratios=[1.0, 1.25])
+    subfigs = np.asarray(fig.subfigures(1, 2, width_ratios=[1.0, 1.25])).ravel()
+    left, right = subfigs[0], subfigs[1]
     axes = np.atleast_1d(left.subplots(rows, cols)).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()
