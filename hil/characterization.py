@@ -236,6 +236,13 @@ def _linear_fit(z: F64, dz: F64, w: F64, mask: NDArray[np.bool_]) -> F64:
     return np.stack([c0, c1], axis=-1)
 
 
+def _masked_mean(a: F64, mask: NDArray[np.bool_]) -> F64:
+    """Column means of `a` over `mask`; NaN for a column with nothing selected."""
+    n = mask.sum(axis=0)
+    total = np.where(mask, a, 0.0).sum(axis=0)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
 def fit_steps(
     z_prev: F64, z0: F64, z1: F64, read0: F64, read1: F64
 ) -> tuple[F64, F64, NDArray[np.int64]]:
@@ -255,15 +262,13 @@ def fit_steps(
         coef = _linear_fit(z0, dz, z_prev, mask)
         step = coef[:, 0] + coef[:, 1] * z0
         resid = np.where(mask, dz - step, np.nan)
-        with np.errstate(invalid="ignore"):
-            sigma = np.sqrt(np.nanmean(resid**2, axis=0)) if mask.any() else sigma
+        sigma = np.sqrt(_masked_mean(resid**2, mask))
         margin = CLIP_MARGIN_SIGMA * np.nan_to_num(sigma, nan=0.05) + 1e-9
         # Select on the instrument (two steps ahead of z_prev), not on z0: z0's read noise
         # also enters dz, so cutting on z0 would bias the steps near the cut.
         ahead = z_prev + 2.0 * (coef[:, 0] + coef[:, 1] * z_prev)
         mask = valid & (ahead - margin > 0.0) & (ahead + margin < 1.0)
-    with np.errstate(invalid="ignore"):
-        read_var = np.nanmean(np.where(mask, read0**2 + read1**2, np.nan), axis=0)
+    read_var = _masked_mean(read0**2 + read1**2, mask)
     c2c = np.sqrt(np.clip(sigma**2 - np.nan_to_num(read_var), 0.0, None))
     return coef, c2c, mask.sum(axis=0).astype(np.int64)
 
@@ -426,11 +431,13 @@ def extract(traces: Traces, kind: StateKind = "conductance") -> Characterization
     good = ~stuck
     if not good.any():
         raise InputError("every characterised device is stuck: no conductance change measured")
+    # Stuck devices get NaN bounds for the fits, so none of their transitions is used.
+    lo_fit, hi_fit = np.where(good, lo, np.nan), np.where(good, hi, np.nan)
     ltp, ltp_all = fit_direction(
-        traces.ltp, lo, hi, sigma_read, kind=kind, rising_up=True, good=good
+        traces.ltp, lo_fit, hi_fit, sigma_read, kind=kind, rising_up=True, good=good
     )
     ltd, ltd_all = fit_direction(
-        traces.ltd, lo, hi, sigma_read, kind=kind, rising_up=False, good=good
+        traces.ltd, lo_fit, hi_fit, sigma_read, kind=kind, rising_up=False, good=good
     )
 
     def med(a: F64) -> float:
