@@ -52,6 +52,7 @@ SMU_MIN_WIDTH_S = 50e-6
 SMU_MAX_WIDTH_S = 2000.0
 SMU_MAX_COMPLIANCE_A = 1.5
 SMU_TRACE_CAPACITY = 100_000
+SMU_ERROR_QUEUE_DEPTH = 32
 
 #: SCPI error numbers used by the station.
 ERR_UNDEFINED_HEADER = (-113, "Undefined header")

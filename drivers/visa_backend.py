@@ -139,7 +139,7 @@ class SmuMatrixBackend(CrossbarBackend):
     # -- instrument state ------------------------------------------------------------------
     def _check_smu_errors(self) -> None:
         errors = []
-        for _ in range(S.SMU_TRACE_CAPACITY):
+        for _ in range(S.SMU_ERROR_QUEUE_DEPTH):
             code, text = self._retry(
                 self.smu,
                 lambda: _parsed(S.parse_error, self._query(self.smu, S.SYST_ERR, self.timeout_s)),
@@ -148,7 +148,10 @@ class SmuMatrixBackend(CrossbarBackend):
                 break
             errors.append(f"{code} {text}")
         if errors:
-            raise InstrumentError(f"SMU error queue: {'; '.join(errors)}")
+            shown = "; ".join(errors[:4]) + (
+                f"; ... ({len(errors)} entries)" if len(errors) > 4 else ""
+            )
+            raise InstrumentError(f"SMU error queue: {shown}")
 
     def _delivered(self) -> int:
         """Pulses in the reading buffer; read until two answers agree (a guard on noise)."""

@@ -56,8 +56,10 @@ def test_serial_board_exactly_once_under_faults() -> None:
     reference = SimulatedCrossbar(*shape, preset=preset, seed=9)
     core = BoardCore(make_array(*shape, preset=preset, seed=9))
     reads_ok = 0
-    emu = SerialEmulator(core, FAULTS, deaf_s=0.005)
-    with emu, open_backend("serial", emu.start().path, *shape, timeout_s=0.012, retries=60) as be:
+    with (
+        SerialEmulator(core, FAULTS, deaf_s=0.005) as emu,
+        open_backend("serial", emu.path, *shape, timeout_s=0.012, retries=60) as be,
+    ):
         for k, plan in enumerate(plans):
             be.apply(plan)
             reference.apply(plan)
