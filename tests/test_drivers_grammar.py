@@ -105,7 +105,8 @@ def test_matrix_channel_map() -> None:
         m.line_of("7A01")
     with pytest.raises(ValueError):
         m.line_of("1A13")
-    assert S.matrix_connect(m, 1, 2) == ['channel.exclusiveclose("1A02,2B01")'  # bit line 2 -> line 12, "*OPC?"]
+    # bit line 2 is matrix line 10 + 2 = 12: slot 2, column 01
+    assert S.matrix_connect(m, 1, 2) == ['channel.exclusiveclose("1A02,2B01")', "*OPC?"]
 
 
 def test_loop_url_carries_frames_through_pyserial() -> None:
