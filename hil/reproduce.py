@@ -126,6 +126,7 @@ def run(ps: PatternSet, cfg: ReproduceConfig, *, bar: BarFactory = null_bar) -> 
 
     accuracy: dict[str, dict[str, float]] = {r: {} for r in RULES}
     exact: dict[str, dict[str, float]] = {r: {} for r in RULES}
+    accuracy_01: dict[str, dict[str, float]] = {r: {} for r in RULES}
     per_class: dict[str, dict[str, list[float]]] = {r: {} for r in RULES}
     examples: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -142,6 +143,7 @@ def run(ps: PatternSet, cfg: ReproduceConfig, *, bar: BarFactory = null_bar) -> 
                 s = Scores.of(outputs[rule], clean, labels, ps.count)
                 accuracy[rule][pkey(p)] = s.accuracy
                 exact[rule][pkey(p)] = s.exact
+                accuracy_01[rule][pkey(p)] = s.accuracy_01
                 per_class[rule][pkey(p)] = s.per_class.tolist()
                 b.update(1)
             if p == cfg.p_values[0]:
@@ -172,6 +174,7 @@ def run(ps: PatternSet, cfg: ReproduceConfig, *, bar: BarFactory = null_bar) -> 
         "accuracy": accuracy,
         "exact": exact,
         "band": band,
+        "accuracy_01": accuracy_01,
         "config": {
             **cfg.model_dump(mode="json"),
             "mode": "denoising" if cfg.train_noise is not None else "paper",

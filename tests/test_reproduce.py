@@ -36,7 +36,7 @@ def test_cli_end_to_end_writes_schema_tables_and_figures(
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     assert set(res) >= {"accuracy", "exact", "band", "config"}
-    for table in ("accuracy", "exact"):
+    for table in ("accuracy", "exact", "accuracy_01"):
         assert set(res[table]) == RULES
         for rule in RULES:
             assert set(res[table][rule]) == {"0.10", "0.20"}
@@ -48,6 +48,7 @@ def test_cli_end_to_end_writes_schema_tables_and_figures(
     for rule in RULES:  # exact recovery implies MSE < 0.1
         for p in ("0.10", "0.20"):
             assert res["exact"][rule][p] <= res["accuracy"][rule][p] + 1e-12
+            assert res["accuracy"][rule][p] <= res["accuracy_01"][rule][p] + 1e-12
     # band r = 35 keeps every weight of a 36-unit network: same as the full network
     assert res["band"]["35"] == res["accuracy"]["pineda_almeida"]
     for name in ("patterns.png", "examples.png", "band.png"):

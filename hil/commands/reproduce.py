@@ -106,6 +106,10 @@ def format_tables(results: dict[str, Any]) -> str:
             f"{results['accuracy'][rule][p]:>6.4f} ({results['exact'][rule][p]:.4f})" for p in ps
         ]
         lines.append(f"{LABELS[rule]:<{width}}  " + "  ".join(f"{c:>15}" for c in cells))
+    lines += ["", "The same threshold read on a 0/1 encoding of the images (MSE < 0.4 on ±1)"]
+    for rule in RULES:
+        cells = [f"{results['accuracy_01'][rule][p]:>6.4f}" for p in ps]
+        lines.append(f"{LABELS[rule]:<{width}}  " + "  ".join(f"{c:>15}" for c in cells))
     if results["band"]:
         lines += ["", "Pineda–Almeida accuracy with W cut to the band |i - j| <= r"]
         lines.append(f"{'r':>4} {'synapses':>9}  " + "  ".join(f"{'p=' + p:>7}" for p in ps))
