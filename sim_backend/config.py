@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocols.plan import PulseShape
-from protocols.response import _NL_MAX
+from protocols.response import _NL_MAX, NeuroSimResponse
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -316,7 +316,7 @@ class DeviceConfig(BaseModel):
             return 0.0
         return self.law.v_threshold_reset_v
 
-    def response(self) -> Any:
+    def response(self) -> NeuroSimResponse:
         """The mean NeuroSim response a planner should assume (fitted for non-NeuroSim models)."""
         from sim_backend.fit import mean_response
 

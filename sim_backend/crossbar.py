@@ -115,6 +115,9 @@ class SimulatedCrossbar(CrossbarBackend):
         self._last_energy_j = 0.0
         self._terms_cache: dict[tuple[float, float], ShapeTerms | None] = {}
         self._delta_cache: dict[tuple[tuple[float, float], tuple[float, float]], F32] = {}
+        self._g_low = self._dev.g_low
+        self._g_high = self._dev.g_high
+        self._g_cache: F64 | None = None
         self._lo32 = self._dev.lo.astype(np.float32)
         self._scaled: tuple[float, F32, F32] | None = None
         self._span32 = self._dev.span.astype(np.float32)
@@ -150,15 +153,22 @@ class SimulatedCrossbar(CrossbarBackend):
         return shape.amplitude_v**2 * shape.width_s * self.conductances()
 
     def conductances(self) -> F64:
-        """True conductances (S) of all devices without read noise, (rows, cols)."""
+        """True conductances (S) of all devices without read noise, (rows, cols) (a copy)."""
         self._check_open()
-        return np.clip(self._dev.conductance(self._x), self._dev.g_low, self._dev.g_high).reshape(
-            self.shape
-        )
+        return self._true_g().copy()
+
+    def _true_g(self) -> F64:
+        """True conductances, recomputed only after the state changed (read-only view)."""
+        if self._g_cache is None:
+            g = np.clip(self._dev.conductance(self._x), self._g_low, self._g_high)
+            g = g.reshape(self.shape)
+            g.setflags(write=False)
+            self._g_cache = g
+        return self._g_cache
 
     def device_bounds(self) -> tuple[F64, F64]:
         """Per-device lowest and highest conductance (S), each (rows, cols)."""
-        return self._dev.g_low.reshape(self.shape), self._dev.g_high.reshape(self.shape)
+        return self._g_low.reshape(self.shape).copy(), self._g_high.reshape(self.shape).copy()
 
     def states(self) -> F32:
         """Normalised device states x in [0, 1], (rows, cols) (a copy)."""
@@ -170,6 +180,7 @@ class SimulatedCrossbar(CrossbarBackend):
         if not np.isfinite(seconds) or seconds < 0:
             raise ValueError(f"elapsed time must be finite and >= 0 s, got {seconds!r}")
         if self.config.drift.enabled and seconds > 0:
+            self._g_cache = None
             apply_drift(
                 self.config.drift, self._dev, self._x, self._age, self._nu, seconds, self._rng
             )
@@ -190,7 +201,7 @@ class SimulatedCrossbar(CrossbarBackend):
         return noisy_conductance(g, self.config.readout.read_sigma, self._rng)
 
     def _mvm(self, voltages: F64, transpose: bool) -> F64:
-        g = self.conductances()
+        g = self._true_g()
         mat = g.T if transpose else g
         return analog_product(voltages, mat, self.config.readout, self.config.g_max_s, self._rng)
 
@@ -245,6 +256,7 @@ class SimulatedCrossbar(CrossbarBackend):
         if x.shape != self._x.shape:
             raise ValueError(f"snapshot holds {x.size} devices, crossbar has {self._n}")
         self._x = x.copy()
+        self._g_cache = None
         self._rng.bit_generator.state = copy.deepcopy(state["rng"])
         self._noise.set_state(copy.deepcopy(state["noise"]))
         self._age = np.asarray(state["age"], dtype=np.float64).copy()
@@ -274,6 +286,7 @@ class SimulatedCrossbar(CrossbarBackend):
         return terms
 
     def _apply(self, plan: PulsePlan) -> None:
+        self._g_cache = None
         cfg = self.config
         x = self._x
         groups = plan.groups

@@ -9,6 +9,8 @@ normalised trace. The result is an approximation for planning, not the device it
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
@@ -55,8 +57,11 @@ def _fit_direction(rise: NDArray[np.float64], sign: float) -> tuple[int, float]:
     return states, float(best.x)
 
 
+@functools.lru_cache(maxsize=64)
 def mean_response(cfg: DeviceConfig) -> NeuroSimResponse:
-    """The NeuroSim response a planner should assume for `cfg` (fitted unless NeuroSim)."""
+    """The NeuroSim response a planner should assume for `cfg` (fitted unless NeuroSim).
+
+    Cached: configurations are frozen and the response is immutable."""
     model = cfg.model
     if isinstance(model, NeuroSimModel):
         return NeuroSimResponse(
