@@ -62,6 +62,8 @@ def _open_instrument(
         seed=args.seed,
         resource=args.resource,
         port=args.port,
+        matrix_resource=getattr(args, "matrix_resource", None),
+        dry_run=getattr(args, "dry_run", None),
     )
 
 
@@ -113,6 +115,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="simulator seed")
     parser.add_argument("--resource", default=None, help="VISA resource (instrument backends)")
     parser.add_argument("--port", default=None, help="serial port (instrument backends)")
+    parser.add_argument("--matrix-resource", default=None, help="switch-matrix VISA resource")
+    parser.add_argument(
+        "--dry-run", default=None, metavar="FILE", help="record the command stream to FILE"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -35,6 +35,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--patterns", metavar="FILE", help="pattern file (default: built-in 16)")
     p.add_argument("--resource", help="VISA resource string (--backend visa)")
     p.add_argument("--port", help="serial port or URL (--backend serial)")
+    p.add_argument("--matrix-resource", help="switch-matrix VISA resource (--backend visa)")
+    p.add_argument(
+        "--dry-run",
+        metavar="FILE",
+        help="write the instrument command stream to FILE; no instrument is opened",
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/train-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -52,6 +58,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over.setdefault("backend", {})["resource"] = args.resource
     if args.port:
         over.setdefault("backend", {})["port"] = args.port
+    for option in ("matrix_resource", "dry_run"):
+        if getattr(args, option, None):
+            over.setdefault("backend", {}).setdefault("options", {})[option] = getattr(args, option)
     if args.scheme:
         over["scheme"] = {"kind": args.scheme}
     if args.protocol:
