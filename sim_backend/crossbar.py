@@ -349,11 +349,16 @@ class SimulatedCrossbar(CrossbarBackend):
         """Energy V^2 G t per pulse, at the conductances before the plan."""
         w = self._buf("w")
         g0 = self._buf("g0")
-        if pulses is not None and self._dev.g_map == "linear":
-            # One dose for all groups: w = n * (dose * G0), G0 = lo + span * x.
-            lo, span = self._scaled_map(doses[0])
-            np.multiply(span, self._x, out=g0)
-            g0 += lo
+        if pulses is not None:
+            # One dose for all groups: w = n * dose * G0.
+            if self._dev.g_map == "linear":
+                lo, span = self._scaled_map(doses[0])  # G0 = lo + span * x
+                np.multiply(span, self._x, out=g0)
+                g0 += lo
+            else:
+                np.multiply(self._span32, self._x, out=g0)  # G0 = 1 / (lo - span * x)
+                np.subtract(self._lo32, g0, out=g0)
+                np.divide(np.float32(doses[0]), g0, out=g0)
             np.multiply(pulses, g0, out=w)
         else:
             tmp = self._buf("tmp")

@@ -7,32 +7,44 @@ import pickle
 import numpy as np
 import pytest
 
-from protocols.plan import PulseGroup, PulsePlan
-from sim_backend import SimulatedCrossbar, get_preset
+from protocols.plan import PulseGroup, PulsePlan, PulseShape
+from sim_backend import DeviceConfig, SimulatedCrossbar, get_preset
 
 PRESET = get_preset("taox_hfox")
 
 
-def random_plan(rng: np.random.Generator, shape: tuple[int, int], bias: str = "none") -> PulsePlan:
+def random_plan(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    bias: str = "none",
+    preset: DeviceConfig = PRESET,
+) -> PulsePlan:
     counts = rng.integers(0, 9, size=shape)
     up = rng.random(shape) < 0.5
     return PulsePlan.from_groups(
         shape,
         [
-            PulseGroup(PRESET.set_pulse, np.where(up, counts, 0)),
-            PulseGroup(PRESET.reset_pulse, np.where(up, 0, counts)),
+            PulseGroup(preset.set_pulse, np.where(up, counts, 0)),
+            PulseGroup(preset.reset_pulse, np.where(up, 0, counts)),
         ],
         bias=bias,  # type: ignore[arg-type]
     )
 
 
-def test_energy_is_v2_g_t_per_pulse_at_the_conductance_before() -> None:
-    xbar = SimulatedCrossbar(6, 5, preset="taox_hfox", seed=2)
+@pytest.mark.parametrize("name", ["taox_hfox", "vteam"])
+def test_energy_is_v2_g_t_per_pulse_at_the_conductance_before(name: str) -> None:
+    preset = get_preset(name)
+    xbar = SimulatedCrossbar(6, 5, preset=name, seed=2)
     rng = np.random.default_rng(0)
     total = 0.0
     per_device = np.zeros(xbar.shape)
-    for _ in range(3):
-        p = random_plan(rng, xbar.shape)
+    for k in range(4):
+        p = random_plan(rng, xbar.shape, preset=preset)
+        if k == 3:  # groups of different V^2 t take the general path
+            longer = PulseShape(amplitude_v=preset.set_pulse.amplitude_v, width_s=3e-7)
+            p = PulsePlan.from_groups(
+                xbar.shape, [PulseGroup(longer, p.groups[0].counts), p.groups[1]]
+            )
         g = xbar.conductances()
         expected = np.zeros(xbar.shape)
         for grp in p.groups:
@@ -44,8 +56,9 @@ def test_energy_is_v2_g_t_per_pulse_at_the_conductance_before() -> None:
         per_device += expected
     np.testing.assert_allclose(xbar.energy_j, per_device, rtol=1e-5)
     assert xbar.total_energy_j == pytest.approx(total, rel=1e-5)
-    one = xbar.pulse_energy_j(PRESET.set_pulse)
-    np.testing.assert_allclose(one, 4.0 * 50e-9 * xbar.conductances())
+    one = xbar.pulse_energy_j(preset.set_pulse)
+    shape = preset.set_pulse
+    np.testing.assert_allclose(one, shape.amplitude_v**2 * shape.width_s * xbar.conductances())
 
 
 def test_pulse_counts_accumulate_per_device() -> None:
