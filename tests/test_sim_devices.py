@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocols.errors import InputError
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
@@ -254,3 +256,40 @@ def test_bad_presets_and_overrides_are_named() -> None:
         SimulatedCrossbar(2, 2, set_pulse={"amplitude_v": 0.5})
     xbar = SimulatedCrossbar(2, 2, c2c__sigma=0.01, levels=64)
     assert xbar.config.c2c.sigma == 0.01 and xbar.config.levels == 64
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nl_ltp=st.floats(-6.0, 6.0),
+    nl_ltd=st.floats(-6.0, 6.0),
+    states=st.integers(8, 400),
+    start=st.floats(0.0, 1.0),
+    n=st.integers(-30, 30).filter(lambda v: v != 0),
+)
+def test_exact_rule_matches_the_neurosim_closed_form(
+    nl_ltp: float, nl_ltd: float, states: int, start: float, n: int
+) -> None:
+    """Rule x' = x + (x - x_inf) expm1(n lam) equals protocols' inverse-advance-curve route."""
+    model = NeuroSimModel(
+        g_min_s=2e-6,
+        g_max_s=20e-6,
+        states_ltp=states,
+        states_ltd=states,
+        nl_ltp=nl_ltp,
+        nl_ltd=nl_ltd,
+    )
+    preset = get_preset("ideal").with_overrides(model=model, initial=start)
+    xbar = SimulatedCrossbar(1, 1, preset=preset, seed=0)
+    g0 = float(xbar.conductances()[0, 0])
+    pulse = preset.set_pulse if n > 0 else preset.reset_pulse
+    xbar.apply(plan(xbar.shape, pulse, abs(n)))
+    resp = NeuroSimResponse(
+        g_min_s=2e-6,
+        g_max_s=20e-6,
+        states_ltp=states,
+        states_ltd=states,
+        nl_ltp=nl_ltp,
+        nl_ltd=nl_ltd,
+    )
+    expected = float(resp.after_pulses(np.array([g0]), np.array([n]))[0])
+    assert xbar.conductances()[0, 0] == pytest.approx(expected, abs=2e-6 * 18e-6)
