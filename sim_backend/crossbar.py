@@ -188,16 +188,8 @@ class SimulatedCrossbar(CrossbarBackend):
         self._time_s += float(seconds)
 
     # -- hooks -----------------------------------------------------------------------------
-    def _g_block(self, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> F64:
-        flat = (rows[:, None] * self._cols + cols[None, :]).ravel()
-        x = self._x[flat].astype(np.float64)
-        lo = self._dev.lo[flat]
-        span = self._dev.span[flat]
-        g = lo + span * x if self._dev.g_map == "linear" else 1.0 / (lo - span * x)
-        return g.reshape(rows.size, cols.size)
-
     def _read(self, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> F64:
-        g = self._g_block(rows, cols)
+        g = self._true_g()[np.ix_(rows, cols)]
         return noisy_conductance(g, self.config.readout.read_sigma, self._rng)
 
     def _mvm(self, voltages: F64, transpose: bool) -> F64:
