@@ -172,8 +172,9 @@ class SerialTransport(LineTransport):
         self._buf = bytearray()
         self._open()
 
-    def _open(self) -> None:
-        deadline = time.monotonic() + self._open_timeout_s
+    def _open(self, *, wait: bool = False) -> None:
+        """Open the port; on a reconnect (`wait`), keep trying while a USB port re-enumerates."""
+        deadline = time.monotonic() + (self._open_timeout_s if wait else 0.0)
         while True:
             try:
                 self._ser = serial.serial_for_url(
@@ -244,7 +245,7 @@ class SerialTransport(LineTransport):
 
     def _reopen(self) -> None:
         self.close()
-        self._open()
+        self._open(wait=True)
 
     def close(self) -> None:
         if self._ser is not None:
