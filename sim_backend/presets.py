@@ -1,8 +1,10 @@
 """Device presets from the literature. docs/devices.md gives each value's source and status.
 
-Programming amplitudes of the NeuroSim-curve presets are NeuroSim's default write voltage (2 V;
-NeuroSim source, Cell.cpp) unless stated; the pulse widths come from the device-file sources
-named in `source`. Values listed in `uncertain` were not checked against the original paper.
+The NeuroSim-curve presets share NeuroSim's default write voltage (2 V; NeuroSim source,
+Cell.cpp) as their nominal amplitude: the curve is defined per nominal pulse, so the amplitude
+only sets the energy estimate and the scale of the threshold law. Where a device file gives
+other pulses, `uncertain` says so. Values listed in `uncertain` were not checked against the
+original paper or are choices.
 """
 
 from __future__ import annotations
@@ -47,8 +49,15 @@ PRESETS: dict[str, DeviceConfig] = {
     "ag_asi": DeviceConfig(
         name="ag_asi",
         description="Ag:a-Si (Jo et al., Nano Lett. 10:1297, 2010): strongly nonlinear",
-        source=f"{_NEUROSIM}; G window 3.08-38.5 nS from the MELISO+ device files",
-        uncertain=("pulse amplitude (NeuroSim default 2 V)", "states_ltd 100", "D2D sigmas"),
+        source=(
+            f"{_NEUROSIM}; states 97/100, NL, C2C, 3.08-38.5 nS and 300 us as in the MELISO+ "
+            "device file device_Ag-aSi.yaml"
+        ),
+        uncertain=(
+            "values not checked against Jo et al. 2010 itself",
+            "amplitude: NeuroSim's default 2 V; the MELISO+ file has +3.2 V / -2.8 V",
+            "D2D sigmas (chosen)",
+        ),
         model=NeuroSimModel(
             g_min_s=3.08e-9,
             g_max_s=38.5e-9,
@@ -65,11 +74,11 @@ PRESETS: dict[str, DeviceConfig] = {
     "taox_hfox": DeviceConfig(
         name="taox_hfox",
         description="TaOx/HfOx (Wu et al., VLSI 2017): nearly linear LTP, 128 states",
-        source="MELISO+ device files (states, NL, ON/OFF, C2C, 1-10 uS, 50 ns)",
+        source="MELISO+ device file device_TaOx-HfOx.yaml (states, NL, C2C, 1-10 uS, 50 ns)",
         uncertain=(
-            "attribution to Wu et al. VLSI 2017",
-            "pulse amplitude (NeuroSim default 2 V)",
-            "D2D sigmas",
+            "attribution to Wu et al. VLSI 2017 (the device file names no paper)",
+            "amplitude: NeuroSim's default 2 V; the MELISO+ file has 1.6 V",
+            "D2D sigmas (chosen)",
         ),
         model=NeuroSimModel(
             g_min_s=1e-6, g_max_s=10e-6, states_ltp=128, states_ltd=128, nl_ltp=0.04, nl_ltd=-0.63
@@ -82,8 +91,15 @@ PRESETS: dict[str, DeviceConfig] = {
     "alox_hfo2": DeviceConfig(
         name="alox_hfo2",
         description="AlOx/HfO2 (Woo et al., IEEE EDL 37(8), 2016): 40 states, ON/OFF 4.4",
-        source=f"{_NEUROSIM}; G window 13.4-59.2 uS from the MELISO+ device files",
-        uncertain=("pulse amplitude and width (NeuroSim default 2 V, 100 ns)", "D2D sigmas"),
+        source=(
+            f"{_NEUROSIM}; states, NL, C2C and 13.4-59.2 uS as in the MELISO+ device file "
+            "device_AlOx-HfO2.yaml"
+        ),
+        uncertain=(
+            "values not checked against Woo et al. 2016 itself",
+            "pulses: NeuroSim's default 2 V, 100 ns; the MELISO+ file has +0.9 V / -1 V, 100 us",
+            "D2D sigmas (chosen)",
+        ),
         model=NeuroSimModel(
             g_min_s=13.4e-6,
             g_max_s=59.2e-6,
@@ -103,8 +119,8 @@ PRESETS: dict[str, DeviceConfig] = {
         source=f"{_NEUROSIM} (states, NL, R_on 23 MOhm, ON/OFF 6.84, C2C < 1 %)",
         uncertain=(
             "C2C taken as 0.5 % (the table says < 1 %)",
-            "pulse amplitude and width (NeuroSim default 2 V, 100 ns)",
-            "D2D sigmas",
+            "pulses: NeuroSim's default 2 V, 100 ns",
+            "D2D sigmas (chosen)",
         ),
         model=NeuroSimModel(
             g_min_s=1.0 / 23e6 / 6.84,
@@ -122,11 +138,11 @@ PRESETS: dict[str, DeviceConfig] = {
     "epiram": DeviceConfig(
         name="epiram",
         description="EpiRAM Ag:SiGe (Choi et al., Nat. Mater., 2018): a good analog device",
-        source="MELISO+ device files (NL 0.5/-0.5, ON/OFF ~50, C2C 2 %, 0.246-12.3 uS)",
+        source="MELISO+ device file device_EpiRAM.yaml (NL 0.5/-0.5, C2C 2 %, 0.246-12.3 uS)",
         uncertain=(
-            "state count (64 here; 256 in MELISO+)",
-            "pulse amplitude and width (NeuroSim default 2 V, 100 ns)",
-            "D2D sigmas",
+            "state count: 64 here, 256 in the MELISO+ file",
+            "pulses: NeuroSim's default 2 V, 100 ns; the MELISO+ file has +5 V / -3 V, 5 us",
+            "D2D sigmas (chosen)",
         ),
         model=NeuroSimModel(
             g_min_s=0.246e-6, g_max_s=12.3e-6, states_ltp=64, states_ltd=64, nl_ltp=0.5, nl_ltd=-0.5
