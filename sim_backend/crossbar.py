@@ -95,7 +95,11 @@ class SimulatedCrossbar(CrossbarBackend):
         self._stuck: StuckDevices = draw_stuck(
             cfg.faults, n, np.random.Generator(np.random.PCG64(s_fault))
         )
-        self._nu = drift_exponents(cfg.drift, n, np.random.Generator(np.random.PCG64(s_drift)))
+        self._nu: F64 = (
+            drift_exponents(cfg.drift, n, np.random.Generator(np.random.PCG64(s_drift)))
+            if cfg.drift.enabled
+            else np.zeros(0)
+        )
         self._rng = np.random.Generator(np.random.PCG64(s_dyn))
         self._noise = GaussianSource(
             int(s_noise.generate_state(1)[0]),
