@@ -230,11 +230,13 @@ def test_parallel_delivery_half_selects_only_active_lines() -> None:
     np.testing.assert_allclose(dx[half], expected_phases[half] * one, rtol=1e-3, atol=1e-12)
 
 
-def test_power_law_drift_and_relaxation() -> None:
+@pytest.mark.parametrize("name", ["ideal", "vteam"])
+def test_power_law_drift_and_relaxation(name: str) -> None:
     nu = 0.05
     xbar = SimulatedCrossbar(
-        20, 20, preset="ideal", seed=4, initial="max", drift={"nu": nu, "t0_s": 1.0}
+        20, 20, preset=name, seed=4, initial="max", drift={"nu": nu, "t0_s": 1.0}, c2c__sigma=0.0
     )
+    set_pulse = get_preset(name).set_pulse
     g0 = xbar.conductances()
     xbar.elapse(99.0)
     expected = g0 * 100.0 ** (-nu)
@@ -243,7 +245,7 @@ def test_power_law_drift_and_relaxation() -> None:
     # Programming resets a device's clock: a pulsed device drifts from its new age 0.
     counts = np.zeros(xbar.shape, dtype=np.int64)
     counts[0, 0] = 1
-    xbar.apply(plan(xbar.shape, SET, counts))
+    xbar.apply(plan(xbar.shape, set_pulse, counts))
     g1 = xbar.conductances()
     xbar.elapse(99.0)
     g2 = xbar.conductances()
