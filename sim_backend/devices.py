@@ -94,6 +94,27 @@ def _neurosim_direction(a: F64, states: F64) -> tuple[F64, F64]:
     return xinf, lam
 
 
+#: Smallest distance of a convex LTD curve's asymptote from G_max (in units of the window).
+#: The float32 state cannot hold x closer to 1 than ~6e-8, so a curve whose asymptote is
+#: closer would never leave G_max.
+CONVEX_LTD_FLOOR = 2.0**-22
+
+
+def _floor_convex_ltd(xinf: F64, lam: F64, states: F64) -> tuple[F64, F64]:
+    """Keep convex LTD curves (x_inf < 0 in y = 1 - x) representable near G_max.
+
+    A curve with |x_inf| below the floor is replaced by the one with |x_inf| = floor that
+    still reaches G_min after the same number of pulses: y(p) = c (e^{lam p} - 1), y(P) = 1.
+    Only extremely convex LTD (|NL| above ~7.7) is affected.
+    """
+    small = (xinf < 0.0) & (-xinf < CONVEX_LTD_FLOOR)
+    if not small.any():
+        return xinf, lam
+    xinf = np.where(small, -CONVEX_LTD_FLOOR, xinf)
+    lam = np.where(small, np.log1p(1.0 / CONVEX_LTD_FLOOR) / states, lam)
+    return xinf, lam
+
+
 def build_devices(cfg: DeviceConfig, n: int, rng: np.random.Generator) -> DeviceArrays:
     """Draw the per-device constants of `n` devices from `cfg` (D2D variation included)."""
     d2d = cfg.d2d
@@ -111,6 +132,7 @@ def build_devices(cfg: DeviceConfig, n: int, rng: np.random.Generator) -> Device
         xinf_up, lam_up = _neurosim_direction(nl_to_a(nl_ltp), p_ltp)
         # NeuroSim labels saturating LTD with a negative NL; LTD rises in y = 1 - x.
         xinf_dn, lam_dn = _neurosim_direction(nl_to_a(-nl_ltd), p_ltd)
+        xinf_dn, lam_dn = _floor_convex_ltd(xinf_dn, lam_dn, p_ltd)
         return DeviceArrays(
             g_map="linear",
             lo=g_min,

@@ -293,3 +293,23 @@ def test_exact_rule_matches_the_neurosim_closed_form(
     )
     expected = float(resp.after_pulses(np.array([g0]), np.array([n]))[0])
     assert xbar.conductances()[0, 0] == pytest.approx(expected, abs=2e-6 * 18e-6)
+
+
+@pytest.mark.parametrize("nl_ltd", [6.0, 8.0, 8.7])
+def test_strongly_convex_ltd_still_leaves_g_max(nl_ltd: float) -> None:
+    """A convex LTD curve starts within 1e-7 of G_max; the float32 state must still move."""
+    model = {
+        "kind": "neurosim",
+        "g_min_s": 1e-6,
+        "g_max_s": 1e-5,
+        "states_ltp": 50,
+        "states_ltd": 50,
+        "nl_ltp": 1.0,
+        "nl_ltd": nl_ltd,
+    }
+    xbar = SimulatedCrossbar(1, 2, preset="ideal", initial="max", model=model)
+    down = trace(xbar, xbar.config.reset_pulse, 53)[:, 0]
+    assert np.all(np.isfinite(down))
+    assert np.all(np.diff(down[:50]) < 0)
+    assert down[52] == pytest.approx(1e-6, rel=1e-6)
+    assert down[45] > 1e-6 + 0.3 * 9e-6  # convex: most of the fall comes in the last pulses
