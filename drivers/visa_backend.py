@@ -281,10 +281,10 @@ class SmuMatrixBackend(CrossbarBackend):
     def _close(self) -> None:
         """Output off and all relays open, whatever state the run ended in."""
         try:
-            self._expect_one(self.smu, S.smu_shutdown())
-            self._expect_one(self.matrix, S.matrix_release())
+            self._retry(self.smu, lambda: self._expect_one(self.smu, S.smu_shutdown()))
+            self._release()
         except (LinkError, InstrumentError) as exc:
-            log.warning("closing the VISA station: %s", exc)
+            log.warning("closing the VISA station (output may still be on): %s", exc)
         finally:
             self.smu.close()
             self.matrix.close()
