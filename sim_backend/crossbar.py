@@ -391,14 +391,18 @@ class SimulatedCrossbar(CrossbarBackend):
             )
             if not moves or group.total == 0:
                 continue
-            for hs in half_selects(group.counts, plan.bias, group.parallel):
+            counts = self._buf("fd")
+            np.copyto(counts, group.counts.reshape(-1), casting="unsafe")
+            out = (
+                self._buf("hs_line").reshape(self.shape),
+                self._buf("hs_other").reshape(self.shape),
+            )
+            for hs in half_selects(counts.reshape(self.shape), plan.bias, group.parallel, out=out):
                 key = (hs.sign * hs.fraction * amp, width)
                 terms = self._terms(*key)
                 if terms is None:
                     continue
-                f = self._buf("fd")
-                np.copyto(f, hs.counts.reshape(-1), casting="unsafe")
-                self._update([(f, terms, key)], factor, noise=False)
+                self._update([(hs.counts.reshape(-1), terms, key)], factor, noise=False)
 
     def _xinf_delta(self, base: tuple[float, float], other: tuple[float, float]) -> F32:
         key = (base, other)

@@ -16,6 +16,7 @@ not selected).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,27 +30,43 @@ class HalfSelect:
 
     fraction: float
     sign: int
-    counts: NDArray[np.int64]
+    counts: NDArray[Any]
 
 
-def half_selects(counts: NDArray[np.int64], bias: BiasScheme, parallel: bool) -> list[HalfSelect]:
-    """The half-select stress one pulse group puts on every device of the array."""
+def half_selects(
+    counts: NDArray[Any],
+    bias: BiasScheme,
+    parallel: bool,
+    *,
+    out: tuple[NDArray[Any], NDArray[Any]] | None = None,
+) -> list[HalfSelect]:
+    """The half-select stress one pulse group puts on every device of the array.
+
+    `counts` may be integers (exact) or float32 holding integers (the simulator's fast path;
+    row and column sums stay exact below 2^24 pulses per line). `out` gives two (rows, cols)
+    arrays of the same dtype to write into instead of allocating.
+    """
     if bias == "none":
         return []
-    c = np.asarray(counts, dtype=np.int64)
-    if parallel:
-        row = c.max(axis=1)
-        col = c.max(axis=0)
-        line = np.maximum(row[:, None], col[None, :]) - c
-        total = int(c.max()) if c.size else 0
+    c = np.asarray(counts)
+    if out is None:
+        line, other = np.empty_like(c), np.empty_like(c)
     else:
-        row = c.sum(axis=1)
-        col = c.sum(axis=0)
-        line = row[:, None] + col[None, :] - 2 * c
-        total = int(c.sum())
+        line, other = out
+    if parallel:
+        np.maximum(c.max(axis=1)[:, None], c.max(axis=0)[None, :], out=line)
+        line -= c
+        total = float(c.max()) if c.size else 0.0
+    else:
+        np.add(c.sum(axis=1)[:, None], c.sum(axis=0)[None, :], out=line)
+        line -= c
+        line -= c
+        total = float(np.sum(c, dtype=np.float64))
     if bias == "v2":
         return [HalfSelect(0.5, 1, line)]
-    # Parallel: phases in which neither the row nor the column of (i, j) is active.
-    # Serial: pulses sent to devices sharing neither line with (i, j).
-    other = total - (line + c) if parallel else total - row[:, None] - col[None, :] + c
+    # Parallel: phases in which neither the row nor the column of (i, j) is active,
+    # total - max(rowmax_i, colmax_j). Serial: pulses sent to devices sharing neither line
+    # with (i, j), T - R_i - C_j + c_ij. Both are total - (line + c).
+    np.add(line, c, out=other)
+    np.subtract(c.dtype.type(total), other, out=other)
     return [HalfSelect(1.0 / 3.0, 1, line), HalfSelect(1.0 / 3.0, -1, other)]
