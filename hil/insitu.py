@@ -159,7 +159,8 @@ class InSituTrainer:
         shape = mapping.shape
         self.stuck = StuckDetector(
             shape,
-            mapping.g_max_s - mapping.g_min_s,
+            mapping.g_min_s,
+            mapping.g_max_s,
             min_expected=cfg.stuck.min_expected,
             ratio=cfg.stuck.ratio,
             strikes=cfg.stuck.strikes,

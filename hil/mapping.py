@@ -14,7 +14,7 @@ learning, in both directions, through one device when its partner is stuck.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -167,50 +167,79 @@ class DifferentialMapping:
 class StuckDetector:
     """Flags devices that do not move when the response model says they should.
 
-    Between reads the controller adds the expected |dG| of every plan (from the response model,
-    which already knows a device at its bound cannot move further). At a read, a device whose
-    observed movement since the previous read is below `ratio` times what was expected, once
-    at least `min_expected` (a fraction of the range) was expected, gets a strike; `strikes`
-    strikes in a row mark it stuck. Stuck devices are excluded from updates and reported.
+    Between reads the controller adds the expected change of every plan (from the response
+    model, which knows a device at a bound cannot move further), split into upward and
+    downward movement. At a read, a direction in which at least `min_expected` (a fraction of
+    the range) was expected but less than `ratio` of it happened earns that direction a
+    strike; a proper move clears it; `strikes` in a row count. A device is stuck when it
+    failed in both directions, or failed upward while sitting at the bottom of the range
+    (stuck at G_min), or downward at the top (stuck at G_max). A device that only fails
+    toward one bound is saturated at its own (device-to-device) bound, not stuck: it keeps
+    learning in the other direction.
     """
 
     shape: tuple[int, int]
-    g_range_s: float
+    g_min_s: float
+    g_max_s: float
     min_expected: float = 0.05
     ratio: float = 0.1
     strikes: int = 2
-    expected: Array = field(init=False)
-    count: NDArray[np.int64] = field(init=False)
+    expected_up: Array = field(init=False)
+    expected_down: Array = field(init=False)
+    count_up: NDArray[np.int64] = field(init=False)
+    count_down: NDArray[np.int64] = field(init=False)
     stuck: BoolArray = field(init=False)
     last_read: Array | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.expected = np.zeros(self.shape)
-        self.count = np.zeros(self.shape, dtype=np.int64)
+        self.expected_up = np.zeros(self.shape)
+        self.expected_down = np.zeros(self.shape)
+        self.count_up = np.zeros(self.shape, dtype=np.int64)
+        self.count_down = np.zeros(self.shape, dtype=np.int64)
         self.stuck = np.zeros(self.shape, dtype=bool)
 
     def add_expected(self, g_before: Array, g_after_expected: Array) -> None:
-        self.expected += np.abs(g_after_expected - g_before)
+        d = g_after_expected - g_before
+        self.expected_up += np.maximum(d, 0.0)
+        self.expected_down += np.maximum(-d, 0.0)
+
+    @staticmethod
+    def _strike(count: NDArray[np.int64], judged: BoolArray, failed: BoolArray) -> Any:
+        return np.where(judged, np.where(failed, count + 1, 0), count)
 
     def observe(self, g_read: Array) -> BoolArray:
         """Compare a fresh read with the previous one; return the newly stuck devices."""
         g_read = np.asarray(g_read, dtype=np.float64)
         newly = np.zeros(self.shape, dtype=bool)
         if self.last_read is not None:
-            observed = np.abs(g_read - self.last_read)
-            judged = self.expected >= self.min_expected * self.g_range_s
-            still = judged & (observed < self.ratio * self.expected)
-            self.count = np.where(judged, np.where(still, self.count + 1, 0), self.count)
-            newly = (self.count >= self.strikes) & ~self.stuck
+            span = self.g_max_s - self.g_min_s
+            moved = g_read - self.last_read
+            thr = self.min_expected * span
+            up = self.expected_up >= thr
+            down = self.expected_down >= thr
+            self.count_up = self._strike(self.count_up, up, moved < self.ratio * self.expected_up)
+            self.count_down = self._strike(
+                self.count_down, down, -moved < self.ratio * self.expected_down
+            )
+            fail_up = self.count_up >= self.strikes
+            fail_down = self.count_down >= self.strikes
+            edge = 0.02 * span
+            at_bottom = g_read <= self.g_min_s + edge
+            at_top = g_read >= self.g_max_s - edge
+            verdict = (fail_up & fail_down) | (fail_up & at_bottom) | (fail_down & at_top)
+            newly = verdict & ~self.stuck
             self.stuck |= newly
         self.last_read = g_read.copy()
-        self.expected[:] = 0.0
+        self.expected_up[:] = 0.0
+        self.expected_down[:] = 0.0
         return newly
 
     def state(self) -> dict[str, Array]:
         out: dict[str, Array] = {
-            "stuck_expected": self.expected.copy(),
-            "stuck_count": self.count.astype(np.float64),
+            "stuck_expected_up": self.expected_up.copy(),
+            "stuck_expected_down": self.expected_down.copy(),
+            "stuck_count_up": self.count_up.astype(np.float64),
+            "stuck_count_down": self.count_down.astype(np.float64),
             "stuck_mask": self.stuck.astype(np.float64),
         }
         if self.last_read is not None:
@@ -218,8 +247,10 @@ class StuckDetector:
         return out
 
     def load(self, state: dict[str, Array]) -> None:
-        self.expected = np.asarray(state["stuck_expected"], dtype=np.float64).copy()
-        self.count = np.asarray(state["stuck_count"]).astype(np.int64)
+        self.expected_up = np.asarray(state["stuck_expected_up"], dtype=np.float64).copy()
+        self.expected_down = np.asarray(state["stuck_expected_down"], dtype=np.float64).copy()
+        self.count_up = np.asarray(state["stuck_count_up"]).astype(np.int64)
+        self.count_down = np.asarray(state["stuck_count_down"]).astype(np.int64)
         self.stuck = np.asarray(state["stuck_mask"]) > 0
         last = state.get("stuck_last_read")
         self.last_read = None if last is None else np.asarray(last, dtype=np.float64).copy()

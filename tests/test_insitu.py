@@ -165,6 +165,19 @@ def test_reads_every_k_presentations_with_a_tracked_estimate(tmp_path: Path) -> 
     assert sparse["totals"]["pulses"] > 0
 
 
+def test_verify_reads_back_after_every_plan_and_logs_the_model_error(tmp_path: Path) -> None:
+    report = run_in_process(tmp_path, "verify", training={"epochs": 1}, loop={"verify": True})
+    con = sqlite3.connect(tmp_path / "verify" / "journal.sqlite")
+    verified = con.execute("SELECT message FROM events WHERE kind = 'verify'").fetchall()
+    updates = con.execute("SELECT COUNT(*) FROM plans WHERE kind = 'update'").fetchone()[0]
+    con.close()
+    assert len(verified) == updates > 0
+    errors = [float(m.split("=")[1].split()[0]) for (m,) in verified]
+    # The mean-model prediction is close to, but not exactly, what the noisy devices did.
+    assert all(0.0 < e < 0.05 * 12.3e-6 for e in errors)
+    assert report["totals"]["reads"] >= 2 * updates
+
+
 def test_analog_product_measures_the_weights_the_pairs_hold(tmp_path: Path) -> None:
     cfg, model, patterns = resolve(
         load_config(small_config(tmp_path, loop={"analog_mvm": True}, backend={"preset": "ideal"}))

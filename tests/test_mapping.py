@@ -82,25 +82,45 @@ def test_request_routes_around_stuck_devices_and_freezes_dead_pairs() -> None:
     assert roles == ["G+", "G+", "G-"]
 
 
-def test_stuck_detector_needs_repeated_evidence() -> None:
-    det = StuckDetector((1, 2), G_MAX - G_MIN, min_expected=0.05, ratio=0.1, strikes=2)
-    g = np.array([[5e-6, 5e-6]])
+def test_stuck_detector_needs_repeated_evidence_and_tells_stuck_from_saturated() -> None:
+    det = StuckDetector((1, 3), G_MIN, G_MAX, min_expected=0.05, ratio=0.1, strikes=2)
+    # Device 0 moves as asked; device 1 sits at G_min and never moves (stuck at G_min);
+    # device 2 is mid-range and will not go up (saturated at its own upper bound).
+    g = np.array([[5e-6, G_MIN, 8e-6]])
     det.observe(g)
-    step = np.array([[1e-6, 1e-6]])  # the model expects both devices to move 1 uS per round
-    strikes = []
+    step = np.array([[1e-6, 1e-6, 1e-6]])  # the model expects every device to move 1 uS up
+    history = []
     for _ in range(2):
         det.add_expected(g, g + step)
-        g = g + np.array([[1e-6, 0.0]])  # device 0 moves, device 1 does not
+        g = g + np.array([[1e-6, 0.0, 0.0]])
         newly = det.observe(g)
-        strikes.append(det.stuck.copy())
-    assert not strikes[0].any()  # one strike is not enough
-    assert det.stuck.tolist() == [[False, True]]
-    assert newly.tolist() == [[False, True]]
+        history.append(det.stuck.copy())
+    assert not history[0].any()  # one strike is not enough
+    assert det.stuck.tolist() == [[False, True, False]]
+    assert newly.tolist() == [[False, True, False]]
+    # The saturated device still moves down, so it is never called stuck; a device that
+    # refuses both directions is.
+    for _ in range(2):
+        det.add_expected(g, g + np.array([[0.0, 0.0, -1e-6]]))
+        g = g + np.array([[0.0, 0.0, -1e-6]])
+        det.observe(g)
+    assert not det.stuck[0, 2]
+    both = StuckDetector((1, 1), G_MIN, G_MAX, strikes=1)
+    g1 = np.array([[6e-6]])
+    both.observe(g1)
+    for d in (1e-6, -1e-6):
+        both.add_expected(g1, g1 + d)
+        both.observe(g1)
+    assert both.stuck.all()
     # A device with no expected movement (nothing asked, or at its bound) is never judged.
-    quiet = StuckDetector((1, 1), G_MAX - G_MIN)
+    quiet = StuckDetector((1, 1), G_MIN, G_MAX)
     for _ in range(5):
         quiet.observe(np.array([[G_MAX]]))
     assert not quiet.stuck.any()
+    restored = StuckDetector((1, 3), G_MIN, G_MAX, strikes=2)
+    restored.load(det.state())
+    assert restored.stuck.tolist() == det.stuck.tolist()
+    np.testing.assert_array_equal(restored.count_up, det.count_up)
 
 
 def test_stuck_after_programming_flags_devices_that_never_moved() -> None:
