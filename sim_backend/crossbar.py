@@ -450,10 +450,14 @@ class SimulatedCrossbar(CrossbarBackend):
             xinf += terms0.xinf
         if factor is not None:
             t *= factor
-        np.expm1(t, out=t)
-        np.subtract(x, xinf, out=tmp)
-        tmp *= t
-        x += tmp
+        # A convex curve (lam > 0) driven far past its bound overflows to +-inf, which the
+        # final clip turns into the bound; x - x_inf is never 0 there (x_inf lies outside
+        # [0, 1]), so no inf * 0 arises.
+        with np.errstate(over="ignore"):
+            np.expm1(t, out=t)
+            np.subtract(x, xinf, out=tmp)
+            tmp *= t
+            x += tmp
         sigma = self.config.c2c.sigma if noise else 0.0
         if sigma > 0.0:
             n = self._buf("n")

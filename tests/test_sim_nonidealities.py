@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
+from protocols.response import nl_to_a
 from sim_backend import SimulatedCrossbar, get_preset
 from sim_backend.config import DeviceToDevice
 from sim_backend.devices import TRUNCATE_SIGMA
@@ -292,3 +293,32 @@ def test_same_seed_same_array_other_seed_other_array() -> None:
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
+
+
+def test_overdriven_convex_devices_saturate_without_nan() -> None:
+    """Overdriven convex curves overflow float32 on the way to their bound: no NaN, no
+    floating-point warning, and the device ends exactly at the bound."""
+    law = {"kind": "exponential", "v_slope_v": 0.3}
+    model = {
+        "kind": "neurosim",
+        "g_min_s": 1e-6,
+        "g_max_s": 1e-5,
+        "states_ltp": 5,
+        "states_ltd": 20,
+        "nl_ltp": -8.0,
+        "nl_ltd": 8.0,
+    }
+    xbar = SimulatedCrossbar(6, 6, preset="ideal", seed=0, initial="mid", law=law, model=model)
+    counts = np.full((6, 6), 60, dtype=np.int64)
+    with np.errstate(all="raise"):  # the engine must not leak floating-point warnings
+        xbar.apply(plan(xbar.shape, SET, counts, bias="v3"))
+        xbar.apply(plan(xbar.shape, RESET, counts, bias="v3"))
+    x = xbar.states()
+    assert np.all(np.isfinite(x)) and np.all((x >= 0.0) & (x <= 1.0))
+    # One more SET plan of 60 nominal pulses on a 5-state convex curve: e^{n lam} overflows
+    # float32 (n lam > 89) for every device, and each lands exactly on G_max.
+    lam = -1.0 / (float(nl_to_a(-8.0)) * 5)
+    assert 60 * lam > 89
+    with np.errstate(all="raise"):
+        xbar.apply(plan(xbar.shape, SET, counts))
+    np.testing.assert_array_equal(xbar.states(), 1.0)
