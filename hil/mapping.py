@@ -91,10 +91,14 @@ class DifferentialMapping:
         G = np.asarray(G, dtype=np.float64)
         if G.shape != self.shape:
             raise ValueError(f"conductances have shape {G.shape}, the mapping needs {self.shape}")
+        if self.layout == "blocks":  # views, no copies (the hot path)
+            return G[:, : self.n], G[:, self.n :]
         return G[:, self.plus_cols], G[:, self.minus_cols]
 
     def join(self, g_plus: Array, g_minus: Array) -> Array:
         """The physical N x 2N array from the two N x N halves."""
+        if self.layout == "blocks":
+            return np.concatenate((g_plus, g_minus), axis=1)
         out = np.empty(self.shape, dtype=np.float64)
         out[:, self.plus_cols] = g_plus
         out[:, self.minus_cols] = g_minus
@@ -146,10 +150,11 @@ class DifferentialMapping:
             room_plus = np.where(s_plus > 0, -np.inf, room_plus)
             room_minus = np.where(s_minus > 0, -np.inf, room_minus)
         use_plus = room_plus >= room_minus
-        movable = np.isfinite(np.maximum(room_plus, room_minus))
         dg = dW * self.g_scale
-        d_plus = np.where(use_plus & movable, dg, 0.0)
-        d_minus = np.where(~use_plus & movable, -dg, 0.0)
+        if stuck is not None:
+            dg = np.where(np.isfinite(np.maximum(room_plus, room_minus)), dg, 0.0)
+        d_plus = np.where(use_plus, dg, 0.0)
+        d_minus = np.where(use_plus, 0.0, -dg)
         return self.join(d_plus, d_minus)
 
     def to_dict(self) -> dict[str, float | int | str]:
