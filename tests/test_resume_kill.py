@@ -32,6 +32,16 @@ def journal_plans(run: Path) -> list[tuple[int, str, str, int]]:
         con.close()
 
 
+def plans_so_far(run: Path) -> int:
+    """Plans journaled by a run still in progress (0 before its journal exists)."""
+    if not (run / "journal.sqlite").exists():
+        return 0
+    try:
+        return len(journal_plans(run))
+    except sqlite3.OperationalError:  # the schema is being created
+        return 0
+
+
 def launch(args: list[str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -140,3 +150,45 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes_to_the_same_state(
     resumed = cli("train", "--resume", str(run), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(run, reference, "after a full disk")
+
+
+def test_resume_on_an_instrument_without_snapshot_never_resends_a_plan(tmp_path: Path) -> None:
+    from drivers.emu_array import make_array
+    from drivers.emu_board import BoardCore
+    from drivers.emu_serial import SerialEmulator
+
+    cfg = small_config(tmp_path, training={"epochs": 5})
+    core = BoardCore(make_array(25, 50, preset="epiram", seed=3))
+    run = tmp_path / "board"
+    kill_after = random.Random(7).randint(8, 20)  # plans journaled before the kill
+    with SerialEmulator(core) as emu:
+        proc = launch(
+            ["train", "--config", str(cfg), "--backend", "serial", "--port", emu.path,
+             "--out", str(run), "--quiet"]
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if plans_so_far(run) >= kill_after:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = len(journal_plans(run))
+        resumed = cli("train", "--resume", str(run), "--quiet")
+        assert resumed.returncode == 0, resumed.stderr
+        on_board = core.array.read()
+    assert killed_at > 0
+    plans = journal_plans(run)
+    states = [state for _, _, state, _ in plans]
+    assert "intent" not in states and states.count("unknown") <= 1
+    assert [seq for seq, _, _, _ in plans] == list(range(len(plans)))
+    applied = sum(p for _, _, state, p in plans if state == "applied")
+    unknown = sum(p for _, _, state, p in plans if state == "unknown")
+    delivered = sum(b.pulses for b in core.log.entries)
+    # Every pulse the board received is journaled; none was sent twice.
+    assert applied <= delivered <= applied + unknown
+    np.testing.assert_array_equal(final_arrays(run)["conductance_s"], on_board)
+    con = sqlite3.connect(run / "journal.sqlite")
+    notes = [m for (m,) in con.execute("SELECT message FROM events WHERE kind = 'resume'")]
+    con.close()
+    assert len(notes) == 1
