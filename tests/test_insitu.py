@@ -272,3 +272,22 @@ def test_train_defaults_run_the_built_in_glyphs_on_a_realistic_preset(tmp_path: 
         "examples.png",
     ):
         assert (out / name).stat().st_size > 0
+
+
+def test_evaluate_an_unfinished_run_from_its_latest_checkpoint(tmp_path: Path) -> None:
+    cfg, model, patterns = resolve(load_config(small_config(tmp_path)))
+    rundir = RunDir.create(tmp_path / "unfinished")
+    rundir.write_json("config.json", cfg.model_dump(mode="json"))
+    with Journal(rundir.journal_path) as journal:
+        trainer = _build(cfg, model, patterns, rundir, journal, None)
+        trainer.start()  # W0 programmed, checkpoint at presentation 0, then "killed"
+        w_est = trainer.tie(trainer.mapping.weights(trainer.state.g_est))
+        trainer.backend.close()
+    done = cli("evaluate", str(rundir.path), "--p", "0.1", "--samples", "5")
+    assert done.returncode == 0, done.stderr
+    ev = json.loads((rundir.path / "evaluation.json").read_text())
+    assert ev["source"].startswith("checkpoint at presentation 0")
+    assert set(ev["accuracy"]["in_situ"]) == {"0.10"} and ev["samples"] == 5
+    # W0 is 0.1-small: the untrained network reconstructs (almost) nothing.
+    assert ev["accuracy"]["in_situ"]["0.10"] <= 0.2
+    assert np.abs(w_est).max() < 0.3
