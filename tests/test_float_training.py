@@ -1,0 +1,68 @@
+"""The software trainer: paper and denoising modes, order, band, seeds, shared update code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from hil.float_training import TrainConfig, initial_weights, train
+from hil.learning import RuleConfig, band_mask, presentation_update
+
+
+def patterns(k: int = 3, n: int = 12, seed: int = 0) -> np.ndarray:
+    return np.where(np.random.default_rng(seed).random((k, n)) < 0.5, 1.0, -1.0)
+
+
+def test_paper_mode_is_the_shared_update_applied_in_order() -> None:
+    P = patterns()
+    cfg = TrainConfig(epochs=2, seed=3)
+    W = initial_weights(P.shape[1], cfg, np.random.default_rng(3))
+    for _ in range(2):
+        for k in range(P.shape[0]):
+            W = W + presentation_update(W, P[k], P[k], cfg.rule).dW
+    np.testing.assert_allclose(train(P, cfg).W, W, atol=1e-14)
+
+
+def test_training_lowers_the_loss_and_keeps_w_symmetric() -> None:
+    res = train(patterns(), TrainConfig(epochs=40))
+    assert res.history[-1].loss < 0.2 * res.history[0].loss
+    np.testing.assert_allclose(res.W, res.W.T, atol=1e-12)
+    assert [h.epoch for h in res.history] == list(range(1, 41))
+
+
+def test_seed_and_order() -> None:
+    P = patterns(4)
+    a = train(P, TrainConfig(epochs=3, order="shuffled", seed=1)).W
+    b = train(P, TrainConfig(epochs=3, order="shuffled", seed=1)).W
+    c = train(P, TrainConfig(epochs=3, order="fixed", seed=1)).W
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-6
+
+
+def test_band_radius_keeps_w_banded() -> None:
+    rule = RuleConfig(band_radius=2)
+    W = train(patterns(), TrainConfig(epochs=5, rule=rule)).W
+    assert np.all(W[~band_mask(12, 2)] == 0.0)
+    assert np.abs(W[band_mask(12, 2)]).min() > 0.0
+
+
+def test_denoising_mode_trains_on_corrupted_inputs() -> None:
+    P = patterns()
+    clean = train(P, TrainConfig(epochs=5)).W
+    noisy = TrainConfig(epochs=5, mode="denoising", p_train=0.2, copies=3)
+    a, b = train(P, noisy).W, train(P, noisy).W
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - clean).max() > 1e-4
+    with pytest.raises(ValidationError, match="p_train > 0"):
+        TrainConfig(mode="denoising")
+    with pytest.raises(ValidationError, match="clean patterns"):
+        TrainConfig(p_train=0.1)
+
+
+def test_eta_decay_shrinks_late_updates() -> None:
+    P = patterns()
+    fixed = train(P, TrainConfig(epochs=6)).W
+    decayed = train(P, TrainConfig(epochs=6, eta_decay=1.0)).W
+    w0 = initial_weights(12, TrainConfig(), np.random.default_rng(0))
+    assert np.abs(decayed - w0).sum() < np.abs(fixed - w0).sum()
