@@ -59,13 +59,21 @@ class Recall:
     converged: NDArray[np.bool_]
 
 
+#: Local fields within this of zero count as zero (the unit keeps its state), so that rounding
+#: in the incrementally updated fields cannot decide a tie.
+FIELD_TIE = 1e-9
+
+
 def recall(W: Array, start: Array, rng: np.random.Generator, *, max_sweeps: int = 100) -> Recall:
     """Asynchronous sign updates in random order per sample until a sweep changes nothing.
 
-    A unit with zero local field keeps its state. Samples that have stopped are left out of
-    later sweeps, so a batch costs what its slowest samples cost.
+    A unit whose local field is zero keeps its state. The fields of every sample are kept up
+    to date incrementally (a flip of unit u changes them by 2 s_u W[:, u]), so one update
+    step costs O(samples) plus O(N) per sample that flipped, not a full product. Samples
+    that have stopped are left out of later sweeps.
     """
     W = np.asarray(W, dtype=np.float64)
+    WT = np.ascontiguousarray(W.T)  # WT[u] = W[:, u], the fields' change when unit u flips
     S = np.where(np.atleast_2d(np.asarray(start, dtype=np.float64)) >= 0.0, 1.0, -1.0)
     b, n = S.shape
     sweeps = np.zeros(b, dtype=np.int64)
@@ -75,16 +83,21 @@ def recall(W: Array, start: Array, rng: np.random.Generator, *, max_sweeps: int 
         if active.size == 0:
             break
         Sa = S[active]
+        H = Sa @ WT  # H[s, i] = sum_j W[i, j] S[s, j], recomputed exactly every sweep
         order = rng.permuted(np.broadcast_to(np.arange(n), (active.size, n)), axis=1)
         rows = np.arange(active.size)
         changed = np.zeros(active.size, dtype=bool)
         for k in range(n):
             unit = order[:, k]
-            field = np.einsum("bj,bj->b", W[unit], Sa)
+            field = H[rows, unit]
             old = Sa[rows, unit]
-            new = np.where(field > 0.0, 1.0, np.where(field < 0.0, -1.0, old))
-            changed |= new != old
-            Sa[rows, unit] = new
+            new = np.where(field > FIELD_TIE, 1.0, np.where(field < -FIELD_TIE, -1.0, old))
+            flip = np.flatnonzero(new != old)
+            if flip.size:
+                u = unit[flip]
+                Sa[flip, u] = new[flip]
+                H[flip] += (2.0 * new[flip])[:, None] * WT[u]
+                changed[flip] = True
         S[active] = Sa
         sweeps[active] += 1
         converged[active[~changed]] = True

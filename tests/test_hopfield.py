@@ -85,3 +85,20 @@ def test_recall_same_seed_same_result() -> None:
     b = recall(storkey(P), X, np.random.default_rng(9))
     np.testing.assert_array_equal(a.state, b.state)
     np.testing.assert_array_equal(a.sweeps, b.sweeps)
+
+
+def test_a_field_that_is_zero_up_to_rounding_is_a_tie() -> None:
+    # Unit 0's field is 0.1 + 0.2 - 0.3, which is 5.6e-17 in floating point: a tie, so
+    # unit 0 keeps its -1. Units 1-3 hold their states through self-excitation.
+    W = np.array(
+        [
+            [0.0, 0.1, 0.2, -0.3],
+            [0.1, 1.0, 0.0, 0.0],
+            [0.2, 0.0, 1.0, 0.0],
+            [-0.3, 0.0, 0.0, 1.0],
+        ]
+    )
+    assert W[0] @ np.array([-1.0, 1.0, 1.0, 1.0]) != 0.0
+    out = recall(W, np.array([[-1.0, 1.0, 1.0, 1.0]]), np.random.default_rng(0))
+    np.testing.assert_array_equal(out.state, [[-1.0, 1.0, 1.0, 1.0]])
+    assert out.sweeps[0] == 1
