@@ -111,8 +111,16 @@ def _train(
 def run(ps: PatternSet, cfg: ReproduceConfig, *, bar: BarFactory = null_bar) -> dict[str, Any]:
     """Run the whole experiment and return the results dict (see the module docstring)."""
     t_start = time.perf_counter()
-    seeds = np.random.SeedSequence(cfg.seed).spawn(len(cfg.p_values) + 1)
-    eval_rng = np.random.default_rng(seeds[0])
+    # Independent streams: test sets per p, and one each for the two Hopfield recalls and
+    # the ceiling's tie-breaking, so no rule's draws shift another's.
+    root = np.random.SeedSequence(cfg.seed)
+    seeds = root.spawn(len(cfg.p_values) + 1)
+    rngs = {
+        rule: np.random.default_rng(s)
+        for rule, s in zip(
+            ("hebbian", "storkey", "nearest_pattern"), seeds[0].spawn(3), strict=True
+        )
+    }
     test_sets = [
         test_set(ps.patterns, cfg.samples, p, np.random.default_rng(s))
         for p, s in zip(cfg.p_values, seeds[1:], strict=True)
@@ -135,9 +143,9 @@ def run(ps: PatternSet, cfg: ReproduceConfig, *, bar: BarFactory = null_bar) -> 
             clean = ps.patterns[labels]
             outputs = {
                 "pineda_almeida": pineda_recall(W_pa, X).state,
-                "hebbian": hopfield.recall(weights["hebbian"], X, eval_rng).state,
-                "storkey": hopfield.recall(weights["storkey"], X, eval_rng).state,
-                "nearest_pattern": nearest_pattern(ps.patterns, X, eval_rng),
+                "hebbian": hopfield.recall(weights["hebbian"], X, rngs["hebbian"]).state,
+                "storkey": hopfield.recall(weights["storkey"], X, rngs["storkey"]).state,
+                "nearest_pattern": nearest_pattern(ps.patterns, X, rngs["nearest_pattern"]),
             }
             for rule in RULES:
                 s = Scores.of(outputs[rule], clean, labels, ps.count)
