@@ -18,14 +18,16 @@ presentation; a plan left in 'intent' is confirmed through the backend when it c
 (`was_applied(digest)`), otherwise it is marked 'unknown' and the loop resynchronises from a
 full read (the loop is closed-loop, so training stays correct, and the journal stays honest).
 
-Randomness is derived from (seed, stream, position), so no generator state has to be carried
-across a resume except the backend's own (inside its snapshot).
+The training inputs come from one generator seeded like the float trainer's (W0, then each
+epoch's order and each presentation's corruption, in the same order), so both trainers see
+the same inputs for one seed; its state is checkpointed. The schemes' stochastic rounding
+and the accuracy curve draw from generators derived from (seed, stream, position), so they
+need no state; the backend's own randomness is inside its snapshot.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +54,8 @@ Array = NDArray[np.float64]
 log = logging.getLogger(__name__)
 
 # Independent random streams, derived from (seed, stream, index).
-STREAM_ORDER = 1
-STREAM_TRAIN_NOISE = 2
 STREAM_SCHEME = 3
 STREAM_CURVE_EVAL = 4
-STREAM_PROGRAM = 5
 
 
 def stream(seed: int, kind: int, index: int = 0) -> np.random.Generator:
@@ -110,10 +109,17 @@ class ControllerState:
     stopped: str | None = None
 
 
+def _train_config(cfg: RunConfig) -> TrainConfig:
+    return TrainConfig(w_init=cfg.training.w0_range, seed=cfg.seed, rule=cfg.rule, epochs=1)
+
+
+def n_units(patterns: Array) -> int:
+    return int(np.asarray(patterns).shape[1])
+
+
 def initial_weights(n: int, cfg: RunConfig) -> Array:
     """W0 exactly as the float trainer draws it for the same seed (first draws of rng(seed))."""
-    tcfg = TrainConfig(w_init=cfg.training.w0_range, seed=cfg.seed, rule=cfg.rule, epochs=1)
-    return float_initial_weights(n, tcfg, np.random.default_rng(cfg.seed))
+    return float_initial_weights(n, _train_config(cfg), np.random.default_rng(cfg.seed))
 
 
 def recall_accuracy(
@@ -175,9 +181,14 @@ class InSituTrainer:
         self.rule = (
             cfg.rule.model_copy(update={"eta": cfg.rule.eta / copies}) if copies > 1 else cfg.rule
         )
+        # The training stream mirrors the float trainer's exactly: one generator seeded with
+        # the run seed draws W0, then each epoch's order and each presentation's corruption,
+        # so that for one seed both trainers see the same inputs. Its state is checkpointed.
+        self.train_rng = np.random.default_rng(cfg.seed)
+        self.w0 = float_initial_weights(n_units(patterns), _train_config(cfg), self.train_rng)
+        self.epoch_order = np.arange(self.per_epoch)
         self.replay_until = -1
         self.replay_position = -1
-        self.accuracy_curve: list[dict[str, Any]] = []
 
     # -- sizes ---------------------------------------------------------------------------
     @property
@@ -238,7 +249,7 @@ class InSituTrainer:
     # -- setup -----------------------------------------------------------------------------
     def program_initial(self) -> None:
         """Write W0 to the array (write-verify) and take the first read; position 0."""
-        w0 = initial_weights(self.n, self.cfg)
+        w0 = self.w0
         target = self.mapping.targets(w0)
         g = self.read()
         g_start = g.copy()
@@ -284,16 +295,24 @@ class InSituTrainer:
         return np.asarray(currents.T / (v_read * self.mapping.g_scale), dtype=np.float64)
 
     def _presentation_inputs(self, position: int) -> tuple[int, Array, Array]:
-        """Pattern index, input and target of a presentation (copies rows in denoising)."""
+        """Pattern index, input and target of a presentation (copies rows in denoising).
+
+        Draws from the training generator in the float trainer's order: the epoch's order at
+        its first presentation, then one corruption per presentation.
+        """
         tr = self.cfg.training
-        epoch, k = divmod(position, self.per_epoch)
-        if tr.order == "shuffled":
-            k = int(stream(self.cfg.seed, STREAM_ORDER, epoch).permutation(self.per_epoch)[k])
-        target = np.broadcast_to(self.patterns[k], (tr.copies, self.n))
+        k = position % self.per_epoch
+        if k == 0:
+            self.epoch_order = (
+                self.train_rng.permutation(self.per_epoch)
+                if tr.order == "shuffled"
+                else np.arange(self.per_epoch)
+            )
+        idx = int(self.epoch_order[k])
+        target = np.broadcast_to(self.patterns[idx], (tr.copies, self.n))
         if tr.mode == "denoising" and tr.p_train > 0:
-            rng = stream(self.cfg.seed, STREAM_TRAIN_NOISE, position)
-            return k, corrupt(target, tr.p_train, rng), target
-        return k, np.array(target), target
+            return idx, corrupt(target, tr.p_train, self.train_rng), target
+        return idx, np.array(target), target
 
     def step(self) -> UpdateResult:
         st = self.state
@@ -422,7 +441,9 @@ class InSituTrainer:
         }
         if self.planner.wv_target is not None:
             arrays["wv_target"] = self.planner.wv_target
+        arrays["epoch_order"] = self.epoch_order
         meta: dict[str, Any] = {
+            "train_rng": self.train_rng.bit_generator.state,
             "position": st.position,
             "seq": st.seq,
             "totals": st.totals.to_dict(),
@@ -442,6 +463,8 @@ class InSituTrainer:
         st.epoch_acc = EpochAcc(**meta["epoch_acc"])
         st.stopped = meta.get("stopped")
         self.stuck.load(arrays)
+        self.train_rng.bit_generator.state = meta["train_rng"]
+        self.epoch_order = np.asarray(arrays["epoch_order"]).copy()
         wv = arrays.get("wv_target")
         self.planner.wv_target = None if wv is None else np.asarray(wv, dtype=np.float64).copy()
         if self.snapshots and meta.get("backend") is not None:
@@ -539,7 +562,3 @@ class InSituTrainer:
 
     def stuck_summary(self, g: Array) -> dict[str, object]:
         return stuck_report(self.mapping, self.stuck.stuck, g)
-
-
-def now() -> float:
-    return time.perf_counter()
