@@ -55,9 +55,10 @@ def test_ideal_device_follows_the_float_trainer_with_the_same_seed(tmp_path: Pat
     w_float = train(
         patterns, TrainConfig(epochs=epochs, seed=cfg.seed, rule=cfg.rule, w_init=0.1)
     ).W
-    # Same W0, same dynamics and update code; only pulse quantisation (1000 states) differs.
-    assert np.abs(w_insitu - w_float).max() < 0.03
-    assert np.corrcoef(w_insitu.ravel(), w_float.ravel())[0, 1] > 0.99
+    # Same W0, same inputs, same dynamics and update code: only the pulse quantisation of
+    # each update (1000 states, stochastic rounding) and the W0 programming error differ.
+    assert np.abs(w_insitu - w_float).max() < 0.01
+    assert np.corrcoef(w_insitu.ravel(), w_float.ravel())[0, 1] > 0.999
     assert report["status"] == "complete" and report["totals"]["refused"] == 0
 
 
