@@ -61,36 +61,55 @@ def _as_batch(x: Array | float, batch: int, n: int, name: str) -> Array:
 
 
 def _integrate(
-    x: Array, rhs_map: Callable[[Array, NDArray[np.intp]], Array], cfg: RelaxConfig
+    x: Array, rhs: Callable[..., Array], consts: tuple[Array, ...], cfg: RelaxConfig
 ) -> Relaxation:
-    """Euler-integrate dx/dt = -x + F(x) row-wise; `rhs_map(x_active, idx)` returns F."""
+    """Euler-integrate dx/dt = -x + rhs(x, *consts) row-wise, in place in `x`.
+
+    Rows that settle (or blow up) leave the working set together with their rows of
+    `consts`, so later steps cost only what the unsettled rows cost and no step gathers.
+    """
     steps = int(np.ceil(cfg.t_max / cfg.dt - 1e-12))
-    active = np.ones(x.shape[0], dtype=bool)
+    dt, tol, bound = cfg.dt, cfg.tol, cfg.divergence_bound
     residual = np.full(x.shape[0], np.inf)
+    rows = np.arange(x.shape[0])
+    xa, ca = x, consts
+    res = np.full(x.shape[0], np.inf)
     t = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(steps):
-            idx = np.flatnonzero(active)
-            if idx.size == 0:
+            if rows.size == 0:
                 break
-            xa = x[idx]
-            deriv = rhs_map(xa, idx) - xa
+            deriv = rhs(xa, *ca)
+            deriv -= xa
             res = np.abs(deriv).max(axis=1)
-            residual[idx] = res
-            x[idx] = xa + cfg.dt * deriv
-            t += cfg.dt
-            done = (
-                (res < cfg.tol)
-                | ~np.isfinite(res)
-                | (np.abs(x[idx]).max(axis=1) > cfg.divergence_bound)
-            )
-            active[idx[done]] = False
+            deriv *= dt
+            xa += deriv
+            t += dt
+            done = (res < tol) | ~np.isfinite(res) | (np.abs(xa).max(axis=1) > bound)
+            if done.any():
+                finished = rows[done]
+                residual[finished] = res[done]
+                x[finished] = xa[done]
+                keep = ~done
+                rows, xa, res = rows[keep], xa[keep], res[keep]
+                ca = tuple(c[keep] for c in ca)
+    if rows.size:
+        residual[rows] = res
+        x[rows] = xa
     finite = np.all(np.isfinite(x), axis=1)
     diverged = ~finite | (
         np.abs(np.where(np.isfinite(x), x, np.inf)).max(axis=1) > cfg.divergence_bound
     )
     converged = (residual < cfg.tol) & ~diverged
     return Relaxation(state=x, converged=converged, diverged=diverged, residual=residual, time=t)
+
+
+def _forward_rhs(v: Array, I: Array, WT: Array) -> Array:
+    return np.tanh(v @ WT + I)
+
+
+def _side_rhs(y: Array, gain: Array, J: Array, W: Array) -> Array:
+    return gain * (y @ W + J)
 
 
 def relax_forward(
@@ -103,7 +122,7 @@ def relax_forward(
     I = _as_batch(inputs, np.atleast_2d(inputs).shape[0], n, "input")
     v = _as_batch(v0, I.shape[0], n, "v0")
     WT = np.ascontiguousarray(W.T)
-    return _integrate(v, lambda va, idx: np.tanh(va @ WT + I[idx]), cfg)
+    return _integrate(v, lambda va, Ia: _forward_rhs(va, Ia, WT), (I,), cfg)
 
 
 def relax_side(
@@ -125,4 +144,4 @@ def relax_side(
     gain = 1.0 - np.tanh(v @ W.T + I) ** 2
     J = T - v
     y = _as_batch(y0, v.shape[0], n, "y0")
-    return _integrate(y, lambda ya, idx: gain[idx] * (ya @ W + J[idx]), cfg)
+    return _integrate(y, lambda ya, ga, Ja: _side_rhs(ya, ga, Ja, W), (gain, J), cfg)
