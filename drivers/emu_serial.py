@@ -37,6 +37,8 @@ class SerialEmulator:
         self.faults = FaultInjector(faults or FaultConfig())
         self.deaf_s = deaf_s
         self.frames = 0
+        self.bytes_lost = 0
+        self._deaf_host = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._master = -1
@@ -92,7 +94,12 @@ class SerialEmulator:
             return b""
 
     def _send(self, data: bytes) -> None:
-        deadline = time.monotonic() + 1.0
+        """Transmit like a UART: a host that reads gets every byte (the emulator waits for
+        it to drain the terminal's buffer); bytes for a host that does not read are lost,
+        without holding up the next request (once a send is cut short, later sends do not
+        wait until one gets through whole)."""
+        wait_s = 0.0 if self._deaf_host else 0.5
+        deadline = time.monotonic() + wait_s
         view = memoryview(data)
         while view and not self._stop.is_set():
             try:
@@ -103,10 +110,12 @@ class SerialEmulator:
             except OSError:
                 return
             if view:
-                if time.monotonic() > deadline:
-                    log.debug("serial emulator: reply dropped, nobody reads")
+                if time.monotonic() >= deadline:
+                    self._deaf_host = True
+                    self.bytes_lost += len(view)
                     return
-                select.select([], [self._master], [], 0.05)
+                select.select([], [self._master], [], 0.01)
+        self._deaf_host = False
 
     def _serve(self) -> None:
         buf = bytearray()

@@ -42,6 +42,7 @@ class _Listener:
         self.sock.settimeout(0.1)
         self.port = int(self.sock.getsockname()[1])
         self.threads: list[threading.Thread] = []
+        self.generation = 0
         self.thread = threading.Thread(target=self._accept, name=f"{name}-accept", daemon=True)
 
     def _accept(self) -> None:
@@ -52,12 +53,14 @@ class _Listener:
                 continue
             except OSError:
                 return
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            with self.owner.station.lock:
+                self.generation += 1  # the new connection supersedes the previous one
+            t = threading.Thread(target=self._serve, args=(conn, self.generation), daemon=True)
             self.threads = [th for th in self.threads if th.is_alive()]
             self.threads.append(t)
             t.start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, generation: int) -> None:
         conn.settimeout(0.1)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = bytearray()
@@ -87,17 +90,25 @@ class _Listener:
                     if overflow:
                         overflow = False
                         line = b"?" * (MAX_LINE + 1)
-                    if not self._line(conn, line):
+                    if not self._line(conn, line, generation):
                         return
 
-    def _line(self, conn: socket.socket, line: bytes) -> bool:
-        """Handle one line; False when the connection was dropped."""
+    def _line(self, conn: socket.socket, line: bytes, generation: int) -> bool:
+        """Handle one line; False when the connection was dropped.
+
+        One connection at a time, like an instrument's single command parser: once a newer
+        connection is accepted, input still pending on an older one is discarded, so a
+        client that reconnects knows that nothing it sent before can still take effect.
+        """
         owner = self.owner
         owner.count_line()
         fault = owner.draw()
         if fault is Fault.DISCONNECT_BEFORE:
             return False
-        replies = self.handle(line)
+        with owner.station.lock:
+            if generation != self.generation:
+                return False
+            replies = self.handle(line)
         if fault is Fault.DISCONNECT_AFTER:
             return False
         if not replies or fault is Fault.DROP:

@@ -60,7 +60,7 @@ def _coerce(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _g_range(opts: dict[str, Any], preset: str) -> tuple[float, float] | None:
+def _g_range(opts: dict[str, Any]) -> tuple[float, float] | None:
     lo, hi = opts.pop("g_min_s", None), opts.pop("g_max_s", None)
     if lo is None and hi is None:
         return None
@@ -105,7 +105,7 @@ def open_backend(
     address = resource_or_port or (resource if kind == "visa" else port) or resource or port
     dry = dry_run
     opts = _coerce(kind, options)
-    g_range = _g_range(opts, preset)
+    g_range = _g_range(opts)
     if kind == "visa":
         return _open_visa(address, rows, cols, limits, dry, preset, seed, g_range, opts)
     return _open_serial(address, rows, cols, limits, dry, preset, seed, g_range, opts)

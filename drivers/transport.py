@@ -186,6 +186,11 @@ class SerialTransport(LineTransport):
                     raise LinkLost(f"cannot open serial port {self._port!r}: {exc}") from exc
                 time.sleep(0.05)
         self._buf.clear()
+        # whatever waits in the port from before this session is no reply of ours
+        try:
+            self._ser.reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            log.debug("flushing %s on open: %s", self.name, exc)
 
     def write_line(self, line: bytes) -> None:
         if self._ser is None:
