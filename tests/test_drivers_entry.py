@@ -171,3 +171,34 @@ def test_emulate_refuses_bad_rates() -> None:
     from hil.cli import main
 
     assert main(["emulate", "serial", "--drop-rate", "0.6", "--garble-rate", "0.6"]) == 2
+
+
+def test_a_presentation_costs_o_rows_round_trips_on_the_board() -> None:
+    from drivers.emu_array import make_array
+    from drivers.emu_board import BoardCore
+    from drivers.emu_serial import SerialEmulator
+
+    rows, cols = 6, 12
+    rng = np.random.default_rng(4)
+    set_counts = rng.integers(1, 9, (rows, cols))  # every device pulsed, up to 8 times
+    reset_counts = rng.integers(1, 9, (rows, cols))
+    plan = PulsePlan.from_groups(
+        (rows, cols),
+        [
+            PulseGroup(PulseShape(amplitude_v=2.0, width_s=1e-8), set_counts),
+            PulseGroup(PulseShape(amplitude_v=-2.0, width_s=1e-8), reset_counts),
+        ],
+    )
+    core = BoardCore(make_array(rows, cols, preset="ideal", seed=0))
+    with SerialEmulator(core) as emu, open_backend("serial", emu.path, rows, cols) as be:
+        before = be.transport.round_trips
+        be.apply(plan)
+        apply_trips = be.transport.round_trips - before
+        before = be.transport.round_trips
+        be.read()
+        read_trips = be.transport.round_trips - before
+    # BEGIN, then per group one SHAPE and one ROW per row, then EXEC; the array in one read
+    assert apply_trips == 1 + 2 * (1 + rows) + 1
+    assert plan.total_pulses > 10 * apply_trips
+    assert read_trips == 1
+    assert core.log.entries[-1].pulses == plan.total_pulses
