@@ -108,20 +108,19 @@ def main() -> None:
         rows = [f.result() for f in futures]
         reference = ref.result()
     base = reference["baselines"]
-    print("| preset | scheme | acc p=0.10 | acc p=0.20 | pulses | energy (J) |")
-    print("|---|---|---|---|---|---|")
-    print(
-        f"| float (software) | - | {reference['accuracy']['0.10']:.3f} | "
-        f"{reference['accuracy']['0.20']:.3f} | - | - |"
-    )
+    print("| preset | scheme | acc p=0.10 | acc p=0.20 | pulses | energy (J) | refused | stuck |")
+    print("|---|---|---|---|---|---|---|---|")
+    acc = reference["accuracy"]
+    print(f"| float (software) | - | {acc['0.10']:.3f} | {acc['0.20']:.3f} | - | - | - | - |")
     for r in rows:
+        acc = r["accuracy"]
         print(
-            f"| {r['preset']} | {r['scheme']} | {r['accuracy']['0.10']:.3f} | "
-            f"{r['accuracy']['0.20']:.3f} | {r['pulses']:.3g} | {r['energy_j']:.3g} |"
+            f"| {r['preset']} | {r['scheme']} | {acc['0.10']:.3f} | {acc['0.20']:.3f} | "
+            f"{r['pulses']:.3g} | {r['energy_j']:.3g} | {r['refused']} | {r['stuck']} |"
         )
     for rule in ("hebbian", "storkey", "nearest_pattern"):
         acc = base[rule]
-        print(f"| {rule} (baseline) | - | {acc['0.10']:.3f} | {acc['0.20']:.3f} | - | - |")
+        print(f"| {rule} (baseline) | - | {acc['0.10']:.3f} | {acc['0.20']:.3f} | - | - | - | - |")
     print(json.dumps({"epochs": args.epochs, "seed": args.seed, "float": reference, "runs": rows}))
 
 
