@@ -45,10 +45,6 @@ def load_pattern_set(cfg: RunConfig) -> PatternSet:
     return load_patterns(cfg.training.patterns)
 
 
-def _scheme_name(model: DeviceModel) -> str:
-    return str(model.scheme.kind)
-
-
 def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
     """Validate every input and pin the scheme and limits into the config (no I/O to arrays)."""
     patterns = load_pattern_set(cfg)
