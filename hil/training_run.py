@@ -104,10 +104,11 @@ def journal_sync(cfg: RunConfig) -> SyncMode:
 def start_run(cfg: RunConfig, out: str | Path, progress: Progress | None = None) -> RunOutcome:
     resolved, model, patterns = resolve(cfg)
     rundir = RunDir.create(out)
+    # The resolved config first: from here on the directory is a run that --resume continues.
+    rundir.write_json("config.json", resolved.model_dump(mode="json"))
     journal = Journal(rundir.journal_path, sync=journal_sync(resolved))
     journal.set_meta("status", "running")
     journal.set_meta("device_model", model.source)
-    rundir.write_json("config.json", resolved.model_dump(mode="json"))
     trainer = _build(resolved, model, patterns, rundir, journal, progress)
     t0 = time.perf_counter()
     try:
