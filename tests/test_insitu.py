@@ -292,3 +292,30 @@ def test_evaluate_an_unfinished_run_from_its_latest_checkpoint(tmp_path: Path) -
     # W0 is 0.1-small: the untrained network reconstructs (almost) nothing.
     assert ev["accuracy"]["in_situ"]["0.10"] <= 0.2
     assert np.abs(w_est).max() < 0.3
+
+
+def test_compact_planning_names_the_real_device_and_scatters_counts_back() -> None:
+    from hil.pulse_planner import UpdatePlanner
+    from protocols.limits import LimitViolation, SafetyLimits
+    from protocols.spec import ProportionalScheme, Pulse, PulsePair
+    from sim_backend import get_preset
+
+    response = get_preset("ideal").response()
+    pulses = PulsePair(
+        set=Pulse(amplitude_v=2.0, width_s=1e-8), reset=Pulse(amplitude_v=-2.0, width_s=1e-8)
+    )
+    g = np.full((3, 6), 50e-6)
+    dG = np.zeros((3, 6))
+    dG[2, 5] = 0.5e-6  # about five pulses on one device
+    dG[0, 1] = -0.3e-6
+    scheme = ProportionalScheme(kind="proportional", rounding="nearest")
+    planner = UpdatePlanner(scheme, response, pulses, SafetyLimits())
+    plan, expected = planner.plan_open_loop(scheme, dG, g, np.random.default_rng(0))
+    assert plan.shape == (3, 6)
+    signed = plan.signed_counts()
+    assert signed[2, 5] == 5 and signed[0, 1] == -3 and np.count_nonzero(signed) == 2
+    np.testing.assert_allclose(expected - g, dG, rtol=0.02, atol=1e-12)
+    strict = UpdatePlanner(scheme, response, pulses, SafetyLimits(compliance_a=1e-5))
+    # Compact coordinates would read (row=0, col=1); the message names the array position.
+    with pytest.raises(LimitViolation, match=r"device \(row=2, col=5\)"):
+        strict.plan_open_loop(scheme, dG, g, np.random.default_rng(0))
