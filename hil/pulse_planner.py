@@ -19,11 +19,8 @@ from numpy.typing import NDArray
 from protocols.limits import LimitViolation, SafetyLimits
 from protocols.plan import PulseGroup, PulsePlan
 from protocols.response import DeviceResponse
-from protocols.schemes import WriteVerifyPlanner
+from protocols.schemes import UpdateRequest, WriteVerifyPlanner, plan_request
 from protocols.schemes.common import expected_after
-from protocols.schemes.manhattan import plan_manhattan
-from protocols.schemes.outer_product import plan_outer_product
-from protocols.schemes.proportional import plan_proportional
 from protocols.spec import (
     ManhattanScheme,
     OuterProductScheme,
@@ -71,6 +68,15 @@ class UpdatePlanner:
     def _counts(self) -> NDArray[np.int64] | None:
         return None if self.run_counts is None else self.run_counts()
 
+    def _request(
+        self,
+        dG: Array,
+        g: Array,
+        rng: np.random.Generator,
+        counts: NDArray[np.int64] | None,
+    ) -> UpdateRequest:
+        return UpdateRequest(dG, g, self.response, self.pulses, self.limits, rng, counts)
+
     def plan_open_loop(
         self, scheme: Scheme, dG: Array, g: Array, rng: np.random.Generator
     ) -> tuple[PulsePlan, Array]:
@@ -86,9 +92,7 @@ class UpdatePlanner:
         if isinstance(scheme, ManhattanScheme | ProportionalScheme):
             return self._plan_requested(scheme, dG, g, rng, counts)
         if isinstance(scheme, OuterProductScheme):
-            out = plan_outer_product(
-                scheme, dG, g, self.response, self.pulses, self.limits, rng, counts
-            )
+            out = plan_request(scheme, self._request(dG, g, rng, counts))
             return out.plan, g + out.expected_delta_g
         raise TypeError(f"{type(scheme).__name__} is not an open-loop scheme")
 
@@ -101,19 +105,14 @@ class UpdatePlanner:
         counts: NDArray[np.int64] | None,
     ) -> tuple[PulsePlan, Array]:
         rows, cols = dG.shape
-        idx = np.flatnonzero(dG)
+        idx = np.flatnonzero(dG != 0.0)  # a bool scan: several times faster than on floats
         if idx.size == 0:
             return PulsePlan.empty((rows, cols)), g.copy()
         d_c = dG.reshape(-1)[idx][None, :]
         g_c = g.reshape(-1)[idx][None, :]
         n_c = None if counts is None else counts.reshape(-1)[idx][None, :]
         try:
-            if isinstance(scheme, ManhattanScheme):
-                out = plan_manhattan(scheme, d_c, g_c, self.response, self.pulses, self.limits, n_c)
-            else:
-                out = plan_proportional(
-                    scheme, d_c, g_c, self.response, self.pulses, self.limits, rng, n_c
-                )
+            out = plan_request(scheme, self._request(d_c, g_c, rng, n_c))
         except LimitViolation as exc:
             raise LimitViolation(_relocate(str(exc), idx, cols)) from None
         groups = []

@@ -114,33 +114,55 @@ class NeuroSimResponse(BaseModel):
     def on_off(self) -> float:
         return self.g_max_s / self.g_min_s
 
+    @cached_property
+    def _den_ltp(self) -> float:
+        return float(np.expm1(-1.0 / self.a_ltp))
+
+    @cached_property
+    def _den_ltd(self) -> float:
+        return float(np.expm1(-1.0 / self.a_ltd))
+
     def _norm(self, g: ArrayLike) -> Array:
-        return np.clip(
-            (np.asarray(g, dtype=np.float64) - self.g_min_s) / (self.g_max_s - self.g_min_s),
-            0.0,
-            1.0,
-        )
+        x = np.array(g, dtype=np.float64, copy=True)  # a 0-d array for a scalar, never a scalar
+        x -= self.g_min_s
+        x /= self.g_max_s - self.g_min_s
+        return np.clip(x, 0.0, 1.0, out=x)
 
     def _denorm(self, x: Array) -> Array:
-        return self.g_min_s + (self.g_max_s - self.g_min_s) * np.clip(x, 0.0, 1.0)
+        out = np.clip(x, 0.0, 1.0)
+        out *= self.g_max_s - self.g_min_s
+        out += self.g_min_s
+        return out
 
     def after_pulses(self, g: ArrayLike, n: ArrayLike) -> Array:
-        """Expected conductance after n pulses: n > 0 SET (LTP), n < 0 RESET (LTD)."""
+        """Expected conductance after n pulses: n > 0 SET (LTP), n < 0 RESET (LTD).
+
+        Each curve is evaluated only on the devices it applies to (a plan group has a single
+        polarity), gathered by index; x is already in [0, 1], so the curve inverse needs no
+        clip. The arithmetic is that of `curve` and `curve_inverse`, element for element.
+        """
         x = self._norm(g)
-        n_arr = np.broadcast_to(np.asarray(n, dtype=np.float64), x.shape)
-        out = x.copy()
-        # Evaluate each curve only where it applies (a plan group has a single polarity).
-        up = n_arr > 0
-        if up.any():
-            xu = x[up]
-            p_up = curve_inverse(xu, self.a_ltp) + n_arr[up] / self.states_ltp
-            out[up] = curve(np.minimum(p_up, 1.0), self.a_ltp)
-        down = n_arr < 0
-        if down.any():
-            xd = x[down]
-            q_dn = curve_inverse(1.0 - xd, self.a_ltd) - n_arr[down] / self.states_ltd
-            out[down] = 1.0 - curve(np.minimum(q_dn, 1.0), self.a_ltd)
-        return self._denorm(out)
+        n_arr = np.asarray(n, dtype=np.float64)
+        if n_arr.shape != x.shape:
+            n_arr = np.broadcast_to(n_arr, x.shape)
+        xf = x.reshape(-1)
+        nf = n_arr.reshape(-1)
+        out = xf.copy()
+        up = np.flatnonzero(nf > 0)
+        if up.size:
+            p = np.log1p(xf[up] * self._den_ltp)
+            p *= -self.a_ltp
+            p += nf[up] / self.states_ltp
+            np.minimum(p, 1.0, out=p)
+            out[up] = np.expm1(-p / self.a_ltp) / self._den_ltp
+        down = np.flatnonzero(nf < 0)
+        if down.size:
+            q = np.log1p((1.0 - xf[down]) * self._den_ltd)
+            q *= -self.a_ltd
+            q -= nf[down] / self.states_ltd
+            np.minimum(q, 1.0, out=q)
+            out[down] = 1.0 - np.expm1(-q / self.a_ltd) / self._den_ltd
+        return self._denorm(out.reshape(x.shape))
 
     def step(self, g: ArrayLike, polarity: int) -> Array:
         """Expected |dG| of one pulse of the given polarity (+1 SET, -1 RESET) at g."""

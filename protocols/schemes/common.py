@@ -38,6 +38,41 @@ class PlannedUpdate:
     approximation_error: float = 0.0
 
 
+@dataclass(frozen=True)
+class UpdateRequest:
+    """What an open-loop scheme plans from: one type, so the schemes share one signature.
+
+    `delta_g` and `g` are checked (rows, cols) grids in S; `rng` is needed by stochastic
+    rounding; `run_counts` (pulses already delivered in this run) enables the run budget.
+    """
+
+    delta_g: Array
+    g: Array
+    response: DeviceResponse
+    pulses: PulsePair
+    limits: SafetyLimits
+    rng: np.random.Generator | None = None
+    run_counts: IntArray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, cols = self.delta_g.shape
+        return rows, cols
+
+    def step(self) -> Array:
+        """Expected |dG| of one pulse toward each device's request."""
+        return signed_step(self.response, self.g, self.delta_g)
+
+    def counts_per_step(self, step: Array | None = None) -> Array:
+        """Signed real-valued pulse counts dG / step (0 where a device cannot move)."""
+        st = self.step() if step is None else step
+        return np.divide(self.delta_g, st, out=np.zeros_like(self.delta_g), where=st > 0)
+
+    def finish(self, plan: PulsePlan) -> Array:
+        """`finish` for this request: check the plan, return the expected conductances."""
+        return finish(plan, self.g, self.response, self.limits, self.run_counts)
+
+
 def as_grid(name: str, value: ArrayLike, shape: tuple[int, int] | None = None) -> Array:
     """A finite 2-D float array, or an InputError naming the argument and the problem."""
     arr = np.asarray(value, dtype=np.float64)
@@ -66,8 +101,15 @@ def per_update_cap(scheme_cap: int, limits: SafetyLimits) -> int:
 
 
 def signed_step(response: DeviceResponse, g: Array, direction: Array) -> Array:
-    """Expected |dG| of one pulse in the direction of `direction` (>= 0: SET, < 0: RESET)."""
-    return np.where(direction >= 0, response.step(g, +1), response.step(g, -1))
+    """Expected |dG| of one pulse in the direction of `direction` (>= 0: SET, < 0: RESET).
+
+    One pass over the devices: each is evaluated on the curve of its own polarity only.
+    """
+    g_arr = np.asarray(g, dtype=np.float64)
+    one = np.where(direction >= 0, 1.0, -1.0)
+    out = response.after_pulses(g_arr, one)
+    out -= g_arr
+    return np.abs(out, out=out)
 
 
 def signed_groups(
@@ -102,15 +144,15 @@ def finish(
 ) -> Array:
     """Check `plan` against `limits` at the highest conductance it is expected to reach.
 
-    Returns the expected conductance after the plan. Raises `LimitViolation` otherwise.
+    Returns the expected conductance after the plan (`expected_after`, computed in the same
+    pass as the peak). Raises `LimitViolation` otherwise.
     """
-    after = expected_after(plan, g, response)
     peak = np.array(g, dtype=np.float64, copy=True)
-    running = peak.copy()
+    after = peak.copy()
     for group in plan.groups:
         if group.total:
-            running = response.after_pulses(running, group.shape.polarity * group.counts)
-            np.maximum(peak, running, out=peak)
+            after = response.after_pulses(after, group.shape.polarity * group.counts)
+            np.maximum(peak, after, out=peak)
     counts = None if run_counts is None else np.asarray(run_counts, dtype=np.int64)
     check_plan(plan, limits, conductance_s=peak, run_counts=counts)
     return after

@@ -8,35 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols.limits import SafetyLimits
-from protocols.response import DeviceResponse
-from protocols.schemes.common import (
-    Array,
-    IntArray,
-    PlannedUpdate,
-    finish,
-    make_plan,
-    signed_groups,
-    signed_step,
-)
-from protocols.spec import ManhattanScheme, PulsePair
+from protocols.schemes.common import PlannedUpdate, UpdateRequest, make_plan, signed_groups
+from protocols.spec import ManhattanScheme
 
 
-def plan_manhattan(
-    scheme: ManhattanScheme,
-    delta_g: Array,
-    g: Array,
-    response: DeviceResponse,
-    pulses: PulsePair,
-    limits: SafetyLimits,
-    run_counts: IntArray | None,
-) -> PlannedUpdate:
-    step = signed_step(response, g, delta_g)
+def plan_manhattan(scheme: ManhattanScheme, req: UpdateRequest) -> PlannedUpdate:
+    delta_g = req.delta_g
+    step = req.step()
     threshold = np.maximum(scheme.threshold_s, scheme.threshold_steps * step)
     fire = (np.abs(delta_g) > threshold) & (delta_g != 0.0)
     signed = np.where(fire, np.sign(delta_g), 0.0).astype(np.int64)
-    plan = make_plan(delta_g.shape, signed_groups(signed, pulses), scheme.bias)
-    after = finish(plan, g, response, limits, run_counts)
-    requested = np.divide(delta_g, step, out=np.zeros_like(delta_g), where=step > 0)
+    plan = make_plan(req.shape, signed_groups(signed, req.pulses), scheme.bias)
+    after = req.finish(plan)
+    requested = req.counts_per_step(step)
     clipped = fire & (np.abs(requested) > 1.0)
-    return PlannedUpdate(plan, after - g, requested, clipped)
+    return PlannedUpdate(plan, after - req.g, requested, clipped)

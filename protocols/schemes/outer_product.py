@@ -17,17 +17,12 @@ import math
 
 import numpy as np
 
-from protocols.limits import SafetyLimits
 from protocols.plan import PulseGroup
-from protocols.response import DeviceResponse
 from protocols.schemes.common import (
-    Array,
-    IntArray,
     PlannedUpdate,
-    finish,
+    UpdateRequest,
     make_plan,
     per_update_cap,
-    signed_step,
     stochastic_round,
 )
 from protocols.spec import OuterProductScheme, PulsePair
@@ -67,31 +62,22 @@ def _term_groups(
     return set_groups, reset_groups
 
 
-def plan_outer_product(
-    scheme: OuterProductScheme,
-    delta_g: Array,
-    g: Array,
-    response: DeviceResponse,
-    pulses: PulsePair,
-    limits: SafetyLimits,
-    rng: np.random.Generator | None,
-    run_counts: IntArray | None,
-) -> PlannedUpdate:
+def plan_outer_product(scheme: OuterProductScheme, req: UpdateRequest) -> PlannedUpdate:
+    rng, pulses = req.rng, req.pulses
     if rng is None:
         raise ValueError("the outer-product scheme rounds stochastically: pass rng=...")
-    step = signed_step(response, g, delta_g)
-    requested = np.divide(delta_g, step, out=np.zeros_like(delta_g), where=step > 0)
+    requested = req.counts_per_step()
     u_mat, s, vt = np.linalg.svd(requested, full_matrices=False)
     rank = min(scheme.rank, s.size)
     approx = (u_mat[:, :rank] * s[:rank]) @ vt[:rank]
     norm = float(np.linalg.norm(requested))
     error = float(np.linalg.norm(requested - approx)) / norm if norm > 0 else 0.0
-    cap_term = max(1, per_update_cap(scheme.max_pulses, limits) // scheme.rank)
+    cap_term = max(1, per_update_cap(scheme.max_pulses, req.limits) // scheme.rank)
     level_cap = math.isqrt(cap_term)
     bits = max(1, level_cap.bit_length())
     set_groups: list[PulseGroup] = []
     reset_groups: list[PulseGroup] = []
-    clipped = np.zeros(delta_g.shape, dtype=bool)
+    clipped = np.zeros(req.shape, dtype=bool)
     for k in range(rank):
         u, v, sk = u_mat[:, k], vt[k], float(s[k])
         umax, vmax = float(np.abs(u).max()), float(np.abs(v).max())
@@ -107,6 +93,6 @@ def plan_outer_product(
         up, down = _term_groups(a, b, np.sign(u), np.sign(v), bits, pulses)
         set_groups += up
         reset_groups += down
-    plan = make_plan(delta_g.shape, set_groups + reset_groups, scheme.bias)
-    after = finish(plan, g, response, limits, run_counts)
-    return PlannedUpdate(plan, after - g, requested, clipped, approximation_error=error)
+    plan = make_plan(req.shape, set_groups + reset_groups, scheme.bias)
+    after = req.finish(plan)
+    return PlannedUpdate(plan, after - req.g, requested, clipped, approximation_error=error)
