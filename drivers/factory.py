@@ -32,6 +32,7 @@ _VISA_OPTIONS = {
 }
 _SERIAL_OPTIONS = {
     "baudrate": int,
+    "batch_groups": int,
     "timeout_s": float,
     "retries": int,
     "g_min_s": float,

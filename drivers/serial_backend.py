@@ -5,6 +5,11 @@ group and applied atomically by EXEC, so a training presentation costs O(rows) r
 trips instead of one per pulse. Every batch carries a number; when the fate of an EXEC is
 unknown (timeout, garbled reply, lost link) the driver asks the board which batch it
 applied last, so a batch is applied exactly once however often the link fails.
+
+A plan with more groups than a batch holds (`batch_groups`, at most the board's 64) goes as
+consecutive batches. The backend tracks delivery (drivers/delivery.py): it names a plan's
+batch numbers before sending it, and after a crash asks the board how many of them it
+applied and sends only the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers import board as B
+from drivers.delivery import Delivery, Ticket
 from drivers.errors import GarbledReply, IdentityError, InstrumentError, LinkError, LinkLost
 from drivers.transport import LineTransport
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
@@ -58,8 +64,15 @@ class PulseBoardBackend(CrossbarBackend):
         retries: int = 20,
         per_pulse_s: float = 2e-6,
         g_range_s: tuple[float, float] | None = None,
+        batch_groups: int = B.BOARD_MAX_GROUPS,
     ) -> None:
         super().__init__(rows, cols, limits=limits)
+        if not 1 <= int(batch_groups) <= B.BOARD_MAX_GROUPS:
+            transport.close()
+            raise InputError(
+                f"backend option batch_groups={batch_groups}: allowed 1..{B.BOARD_MAX_GROUPS}"
+            )
+        self.batch_groups = int(batch_groups)
         self.transport = transport
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
@@ -162,29 +175,85 @@ class PulseBoardBackend(CrossbarBackend):
                 )
             if int(group.counts.max()) > B.BOARD_MAX_COUNT:
                 raise InputError(f"group {k}: more than {B.BOARD_MAX_COUNT} pulses on a device")
-        if len(groups) > B.BOARD_MAX_GROUPS:
-            raise InputError(f"{len(groups)} pulse groups, the board stages {B.BOARD_MAX_GROUPS}")
+
+    def _batches(self, plan: PulsePlan) -> list[list[PulseGroup]]:
+        """The plan's non-empty groups, in order, `batch_groups` per batch."""
+        groups = [g for g in plan.groups if g.total > 0]
+        n = self.batch_groups
+        return [groups[i : i + n] for i in range(0, len(groups), n)]
 
     def _apply(self, plan: PulsePlan) -> None:
-        groups = [g for g in plan.groups if g.total > 0]
-        self._check_capability(groups)
-        batch = self._next_batch
+        batches = self._batches(plan)
+        self._check_capability([g for chunk in batches for g in chunk])
+        for groups in batches:
+            self._deliver(self._next_batch, groups, plan.bias)
+            self._next_batch += 1
+
+    def _deliver(self, batch: int, groups: list[PulseGroup], bias: str) -> None:
+        """Stage and execute one batch, exactly once across link failures."""
         pulses = sum(g.total for g in groups)
         exec_timeout = self.timeout_s + sum(
             g.total * (g.shape.width_s + self.per_pulse_s) for g in groups
         )
         for attempt in range(self.retries):
             if attempt and self._applied_already(batch, pulses):
-                break
+                return
             try:
-                self._stage(batch, groups, plan.bias)
+                self._stage(batch, groups, bias)
                 if self._execute(batch, pulses, exec_timeout):
-                    break
+                    return
             except _Restage:
                 continue
-        else:
-            raise BackendError(f"batch {batch} could not be applied after {self.retries} tries")
-        self._next_batch = batch + 1
+        raise BackendError(f"batch {batch} could not be applied after {self.retries} tries")
+
+    # -- delivery tracking (drivers/delivery.py) -------------------------------------------
+    def delivery_ticket(self, plan: PulsePlan) -> Ticket:
+        """The batch numbers the next `apply(plan)` will use, with the pulses of each."""
+        return Ticket(self._next_batch, tuple(sum(g.total for g in b) for b in self._batches(plan)))
+
+    def delivery_status(self, ticket: Ticket) -> Delivery:
+        """How many of the ticket's batches the board applied (`LAST?`; batches go in order)."""
+        self._check_open()
+        last, last_pulses = B.parse_ints(self._call(B.LAST), B.R_LAST, 2)
+        final = ticket.first + len(ticket.pulses) - 1
+        if last < ticket.first - 1 or last > final:
+            raise InstrumentError(
+                f"board reports batch {last} applied last, but the journaled plan is batches "
+                f"{ticket.first}-{final} and everything before it was applied: the board's "
+                "record and the journal disagree (another board, or another host drove it)"
+            )
+        applied = last - ticket.first + 1
+        if applied and last_pulses != ticket.pulses[applied - 1]:
+            raise InstrumentError(
+                f"batch {last}: board applied {last_pulses} pulses, the journal expects "
+                f"{ticket.pulses[applied - 1]}"
+            )
+        return Delivery(ticket, applied)
+
+    def complete_delivery(self, plan: PulsePlan, ticket: Ticket) -> Delivery:
+        """Send the batches of `ticket` the board has not applied, under their own numbers.
+
+        Returns the state found before sending. The plan must be the journaled one (its
+        batches must carry the ticket's pulse counts); the limits are checked as for apply.
+        """
+        found = self.delivery_status(ticket)
+        batches = self._batches(plan)
+        if tuple(sum(g.total for g in b) for b in batches) != ticket.pulses:
+            raise InputError(
+                f"plan does not split into the journaled batches {list(ticket.batches)} "
+                f"(pulses {list(ticket.pulses)}): was batch_groups changed since the run began?"
+            )
+        missing = batches[found.applied :]
+        if missing:
+            rest = PulsePlan(
+                rows=plan.rows,
+                cols=plan.cols,
+                groups=tuple(g for chunk in missing for g in chunk),
+                bias=plan.bias,
+            )
+            self._next_batch = ticket.first + found.applied
+            self.apply(rest)
+        return found
 
     def _applied_already(self, batch: int, pulses: int) -> bool:
         last, last_pulses = B.parse_ints(self._call(B.LAST), B.R_LAST, 2)

@@ -14,9 +14,12 @@ it regenerates must have the digest the journal recorded (anything else is an er
 journal row is marked applied (and its replay counted) instead of duplicated, so each
 journaled plan is in the final device state exactly once and the final state is bit-identical
 to an uninterrupted run. A backend without a snapshot is checkpointed after every
-presentation; a plan left in 'intent' is confirmed through the backend when it can say
-(`was_applied(digest)`), otherwise it is marked 'unknown' and the loop resynchronises from a
-full read (the loop is closed-loop, so training stays correct, and the journal stays honest).
+presentation. A backend that tracks delivery (drivers/delivery.py, the pulse board) gets
+each plan's ticket (its batch numbers) journaled with the intent; on resume a plan left in
+'intent' is settled through it: applied -> marked applied; partly applied -> only the
+missing batches are sent; not applied -> sent. Otherwise the plan is marked 'unknown'. Either
+way the loop continues from a full read (it is closed-loop, so training stays correct, and
+the journal stays honest).
 
 The training inputs come from one generator seeded like the float trainer's (W0, then each
 epoch's order and each presentation's corruption, in the same order), so both trainers see
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.delivery import Ticket, TracksDelivery
 from hil.evaluation import pineda_recall, score
 from hil.float_training import TrainConfig
 from hil.float_training import initial_weights as float_initial_weights
@@ -221,14 +225,28 @@ class InSituTrainer:
                     "does not match the journaled one; the run cannot be resumed bit-identically"
                 )
         else:
+            tracker = self._tracker()
+            ticket = None if tracker is None else tracker.delivery_ticket(plan).to_json()
             self.journal.record_intent(
-                seq, st.position, st.position // self.per_epoch, kind, plan, energy
-            )
+                seq, st.position, st.position // self.per_epoch, kind, plan, energy,
+                delivery=ticket,
+            )  # fmt: skip
         self.backend.apply(plan)
         if replay:
             self.journal.note_replay(seq)
         else:
             self.journal.mark_applied(seq)
+        self._account(plan, energy)
+
+    def _tracker(self) -> TracksDelivery | None:
+        """The backend, if it can settle a journaled plan after a crash (not when restoring)."""
+        if self.snapshots or not isinstance(self.backend, TracksDelivery):
+            return None
+        return self.backend
+
+    def _account(self, plan: PulsePlan, energy: float) -> None:
+        """Count a delivered plan in the run's totals and per-device pulse counts."""
+        st = self.state
         counts = plan.counts_per_device()
         st.run_counts += counts
         st.seq += 1
@@ -511,24 +529,31 @@ class InSituTrainer:
             if record.seq < st.seq:
                 continue
             if record.state == "intent":
-                confirm = getattr(self.backend, "was_applied", None)
-                verdict = confirm(record.digest) if callable(confirm) else None
-                if verdict is True:
-                    self.journal.mark_applied(record.seq)
-                    notes.append(f"plan {record.seq} confirmed applied by the backend")
-                elif verdict is False:
-                    self.journal.drop_plans_after(record.seq - 1)
-                    notes.append(f"plan {record.seq} confirmed not applied; it will be replanned")
-                    continue
-                else:
-                    self.journal.mark_unknown(record.seq)
-                    notes.append(f"plan {record.seq} could not be confirmed (marked unknown)")
+                notes.append(self._settle(record.seq, record.digest))
             st.seq = record.seq + 1
             st.position = max(st.position, record.position + 1)
         st.g_est = self.read()
         self.stuck.last_read = st.g_est.copy()
         self.journal.record_event(st.position, "resume", "; ".join(notes) or "clean resume")
         return "resumed from a full read; " + ("; ".join(notes) or "no pending plan")
+
+    def _settle(self, seq: int, digest: str) -> str:
+        """Resolve a plan left in 'intent' through the backend, or mark it unknown."""
+        tracker = self._tracker()
+        pending = self.journal.pending_delivery(seq) if tracker is not None else None
+        if tracker is None or pending is None:
+            self.journal.mark_unknown(seq)
+            return f"plan {seq} could not be confirmed (marked unknown)"
+        if pending.plan.digest() != digest:
+            raise JournalError(
+                f"journal {self.journal.path}: plan {seq}: the journaled copy does not match "
+                "its digest; the run cannot be resumed safely"
+            )
+        ticket = Ticket.from_json(pending.ticket, f"journal {self.journal.path}: plan {seq}")
+        found = tracker.complete_delivery(pending.plan, ticket)
+        self.journal.mark_applied(seq)
+        self._account(pending.plan, pending.energy_j)
+        return f"plan {seq}: {found.describe()}"
 
     def run(self) -> ControllerState:
         st = self.state

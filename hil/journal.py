@@ -9,12 +9,20 @@ metrics) use synchronous=NORMAL: they survive a killed process at once and reach
 with the next intent, and losing one to a power cut only leaves a plan in 'intent', which
 resume resolves anyway. This keeps one fsync per plan.
 
+A backend that tracks delivery (drivers/delivery.py) gives each plan a ticket (for the pulse
+board: its batch numbers) that is journaled with the intent, together with the plan itself
+while it is pending (the copy is dropped once the plan is marked applied), so that a resumed
+run can ask the instrument what it applied and send exactly the rest. Journals written
+before these columns existed are upgraded in place on opening (the new columns are empty:
+their pending plans resolve as before, to 'unknown').
+
 Any failure to write (unwritable directory, full disk, I/O error) raises `JournalError`, a
 one-line `InputError`, before the pulses that depended on it are sent.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
@@ -27,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from protocols.errors import InputError
-from protocols.plan import PulsePlan
+from protocols.plan import PulseGroup, PulsePlan, PulseShape
 
 SyncMode = Literal["full", "normal"]
 
@@ -48,7 +56,9 @@ CREATE TABLE IF NOT EXISTS plans (
     state TEXT NOT NULL CHECK (state IN ('intent', 'applied', 'unknown')),
     t_intent REAL NOT NULL,
     t_applied REAL,
-    replays INTEGER NOT NULL DEFAULT 0
+    replays INTEGER NOT NULL DEFAULT 0,
+    delivery TEXT,
+    plan BLOB
 );
 CREATE TABLE IF NOT EXISTS presentations (
     position INTEGER PRIMARY KEY,
@@ -81,6 +91,43 @@ CREATE TABLE IF NOT EXISTS events (
     t REAL NOT NULL
 );
 """
+
+
+_ADDED_COLUMNS = (("delivery", "TEXT"), ("plan", "BLOB"))
+
+
+def plan_to_bytes(plan: PulsePlan) -> bytes:
+    """A compact, exact, pickle-free copy of a plan (npz: shapes as JSON, counts as int64)."""
+    head = {
+        "rows": plan.rows,
+        "cols": plan.cols,
+        "bias": plan.bias,
+        "groups": [[g.shape.amplitude_v, g.shape.width_s, g.parallel] for g in plan.groups],
+    }
+    counts = np.stack([g.counts for g in plan.groups]) if plan.groups else np.zeros((0, 1, 1))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, head=np.array(json.dumps(head)), counts=counts.astype(np.int64))
+    return buf.getvalue()
+
+
+def plan_from_bytes(data: bytes) -> PulsePlan:
+    with np.load(io.BytesIO(data), allow_pickle=False) as f:
+        head = json.loads(str(f["head"]))
+        counts = np.asarray(f["counts"], dtype=np.int64)
+    groups = tuple(
+        PulseGroup(PulseShape(amplitude_v=a, width_s=w), counts[k], parallel=bool(par))
+        for k, (a, w, par) in enumerate(head["groups"])
+    )
+    return PulsePlan(rows=head["rows"], cols=head["cols"], groups=groups, bias=head["bias"])
+
+
+@dataclass(frozen=True)
+class PendingDelivery:
+    """A plan in 'intent' with what its backend needs to settle it."""
+
+    ticket: dict[str, Any]
+    plan: PulsePlan
+    energy_j: float
 
 
 class JournalError(InputError):
@@ -127,8 +174,16 @@ class Journal:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._upgrade()
         except sqlite3.Error as exc:
             raise JournalError(_explain(exc, self.path)) from exc
+
+    def _upgrade(self) -> None:
+        """Add the delivery columns to a journal written before they existed."""
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(plans)")}
+        for name, typ in _ADDED_COLUMNS:
+            if name not in have:
+                self._conn.execute(f"ALTER TABLE plans ADD COLUMN {name} {typ}")
 
     # -- plumbing ------------------------------------------------------------------------
     @contextmanager
@@ -174,9 +229,20 @@ class Journal:
 
     # -- plans ---------------------------------------------------------------------------
     def record_intent(
-        self, seq: int, position: int, epoch: int, kind: str, plan: PulsePlan, energy_j: float
+        self,
+        seq: int,
+        position: int,
+        epoch: int,
+        kind: str,
+        plan: PulsePlan,
+        energy_j: float,
+        *,
+        delivery: dict[str, Any] | None = None,
     ) -> None:
-        """Durably record that `plan` is about to be sent (call before backend.apply)."""
+        """Durably record that `plan` is about to be sent (call before backend.apply).
+
+        With a `delivery` ticket the plan itself is kept too, until it is marked applied.
+        """
         signed = [(g.shape.polarity, g.total) for g in plan.groups]
         set_p = sum(n for pol, n in signed if pol > 0)
         reset_p = sum(n for pol, n in signed if pol < 0)
@@ -184,8 +250,8 @@ class Journal:
         with self._tx(durable=True) as c:
             c.execute(
                 "INSERT INTO plans(seq, position, epoch, kind, digest, groups, pulses, set_pulses,"
-                " reset_pulses, devices, energy_j, state, t_intent) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?)",
+                " reset_pulses, devices, energy_j, state, t_intent, delivery, plan) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?, ?)",
                 (
                     seq,
                     position,
@@ -199,13 +265,15 @@ class Journal:
                     devices,
                     float(energy_j),
                     time.time(),
+                    None if delivery is None else json.dumps(delivery),
+                    None if delivery is None else plan_to_bytes(plan),
                 ),
             )
 
     def mark_applied(self, seq: int) -> None:
         with self._tx() as c:
             cur = c.execute(
-                "UPDATE plans SET state = 'applied', t_applied = ? WHERE seq = ?",
+                "UPDATE plans SET state = 'applied', t_applied = ?, plan = NULL WHERE seq = ?",
                 (time.time(), seq),
             )
             if cur.rowcount != 1:
@@ -223,7 +291,27 @@ class Journal:
     def mark_unknown(self, seq: int) -> None:
         """A plan whose delivery neither the journal nor the backend can confirm."""
         with self._tx() as c:
-            c.execute("UPDATE plans SET state = 'unknown' WHERE seq = ?", (seq,))
+            c.execute("UPDATE plans SET state = 'unknown', plan = NULL WHERE seq = ?", (seq,))
+
+    def pending_delivery(self, seq: int) -> PendingDelivery | None:
+        """The ticket and plan of plan `seq` if it is in 'intent' with both journaled."""
+        row = self._conn.execute(
+            "SELECT delivery, plan, energy_j FROM plans WHERE seq = ? AND state = 'intent'",
+            (seq,),
+        ).fetchone()
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        try:
+            return PendingDelivery(json.loads(row[0]), plan_from_bytes(row[1]), float(row[2]))
+        except (ValueError, KeyError, OSError) as exc:
+            raise JournalError(
+                f"journal {self.path}: plan {seq}: the journaled copy cannot be read ({exc})"
+            ) from exc
+
+    def deliveries(self) -> list[tuple[int, str, dict[str, Any] | None]]:
+        """(seq, state, ticket) of every plan, in order."""
+        rows = self._conn.execute("SELECT seq, state, delivery FROM plans ORDER BY seq")
+        return [(r[0], r[1], None if r[2] is None else json.loads(r[2])) for r in rows]
 
     def plan(self, seq: int) -> PlanRecord | None:
         row = self._conn.execute(
