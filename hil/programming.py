@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from protocols.backend import CrossbarBackend
 from protocols.limits import SafetyLimits
+from protocols.plan import PulsePlan
 from protocols.response import DeviceResponse
 from protocols.schemes import WriteVerifyPlanner
 from protocols.spec import PulsePair, ReadSpec, WriteVerifyScheme
@@ -56,11 +57,16 @@ def program(
     limits: SafetyLimits | None = None,
     mask: ArrayLike | None = None,
     on_iteration: Callable[[int, int], None] | None = None,
+    send: Callable[[PulsePlan], None] | None = None,
+    run_counts: ArrayLike | None = None,
 ) -> ProgramResult:
     """Write-and-verify `targets` (S) onto `backend`; devices outside `mask` are left alone.
 
     `limits` defaults to the backend's; the backend checks them again before sending.
     `on_iteration(iteration, devices_left)` is called after each read, for progress display.
+    `send(plan)` delivers each checked plan (default `backend.apply`): a caller that journals
+    its plans passes its own journal -> apply -> journal path, so the loop exists once.
+    `run_counts` (default the backend's pulse counts) is what the per-run budget check sees.
     """
     spec = read if read is not None else ReadSpec()
     planner = WriteVerifyPlanner(
@@ -70,11 +76,12 @@ def program(
         response,
         targets,
         mask=mask,
-        run_counts=backend.pulse_counts,
+        run_counts=backend.pulse_counts if run_counts is None else run_counts,
     )
+    deliver = backend.apply if send is None else send
     g = read_averaged(backend, spec.averages)
     while (plan := planner.next_plan(g)) is not None:
-        backend.apply(plan)
+        deliver(plan)
         g = read_averaged(backend, spec.averages)
         if on_iteration is not None:
             on_iteration(planner.iterations, int((planner.mask & ~planner.converged).sum()))
