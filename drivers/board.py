@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Longest frame either side accepts, terminator excluded.
 MAX_FRAME = 65536
@@ -193,23 +197,21 @@ def parse_row_values(body: str, expected_row: int, cols: int) -> list[float]:
     return values
 
 
-def parse_ints(body: str, head: str, n: int) -> list[int]:
-    """The `n` integers after `head` in a reply such as 'LAST 12 40'."""
+def _numbers(body: str, head: str, n: int, conv: Callable[[str], T], what: str) -> list[T]:
     parts = body.split(" ")
     if len(parts) != n + 1 or parts[0] != head:
-        raise FrameError(f"expected '{head}' with {n} integers, got {body[:60]!r}")
+        raise FrameError(f"expected '{head}' with {n} {what}s, got {body[:60]!r}")
     try:
-        return [int(p) for p in parts[1:]]
+        return [conv(p) for p in parts[1:]]
     except ValueError as exc:
-        raise FrameError(f"bad integer in {body[:60]!r}") from exc
+        raise FrameError(f"bad {what} in {body[:60]!r}") from exc
+
+
+def parse_ints(body: str, head: str, n: int) -> list[int]:
+    """The `n` integers after `head` in a reply such as 'LAST 12 40'."""
+    return _numbers(body, head, n, int, "integer")
 
 
 def parse_floats(body: str, head: str, n: int) -> list[float]:
     """The `n` numbers after `head` in a reply such as 'RANGE 1e-06 0.0001'."""
-    parts = body.split(" ")
-    if len(parts) != n + 1 or parts[0] != head:
-        raise FrameError(f"expected '{head}' with {n} numbers, got {body[:60]!r}")
-    try:
-        return [float(p) for p in parts[1:]]
-    except ValueError as exc:
-        raise FrameError(f"bad number in {body[:60]!r}") from exc
+    return _numbers(body, head, n, float, "number")

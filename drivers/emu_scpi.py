@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,41 @@ class Station:
                 self.array.apply(plan)
 
 
+def _program_message(
+    line: bytes,
+    unit: Callable[[str], str | None],
+    push: Callable[[tuple[int, str]], None],
+    overrun: tuple[int, str],
+    undecodable: tuple[int, str],
+) -> list[str]:
+    """Execute the ';'-separated units of one program message; their query replies.
+
+    An over-long or non-ASCII line pushes an error and does nothing; a unit that fails
+    pushes its error and the rest of the message is not executed, as on the instruments.
+    """
+    if len(line) > MAX_LINE:
+        push(overrun)
+        return []
+    try:
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        push(undecodable)
+        return []
+    replies: list[str] = []
+    for part in text.strip().split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            reply = unit(part)
+        except _ScpiError as err:
+            push(err.error)
+            break
+        if reply is not None:
+            replies.append(reply)
+    return replies
+
+
 class _Queue:
     def __init__(self) -> None:
         self.items: list[tuple[int, str]] = []
@@ -120,27 +156,11 @@ class SmuCore:
         self.feed = False
 
     def handle(self, line: bytes) -> list[str]:
+        """One reply line for a program message: its query replies joined by ';'."""
         with self.station.lock:
-            if len(line) > MAX_LINE:
-                self.errors.push(S.ERR_INPUT_OVERRUN)
-                return []
-            try:
-                text = line.decode("ascii")
-            except UnicodeDecodeError:
-                self.errors.push(S.ERR_UNDEFINED_HEADER)
-                return []
-            replies: list[str] = []
-            for unit in text.strip().split(";"):
-                unit = unit.strip()
-                if not unit:
-                    continue
-                try:
-                    reply = self._unit(unit)
-                except _ScpiError as err:
-                    self.errors.push(err.error)
-                    break  # the rest of a failed program message is not executed
-                if reply is not None:
-                    replies.append(reply)
+            replies = _program_message(
+                line, self._unit, self.errors.push, S.ERR_INPUT_OVERRUN, S.ERR_UNDEFINED_HEADER
+            )
             return [";".join(replies)] if replies else []
 
     def _unit(self, unit: str) -> str | None:
@@ -248,28 +268,11 @@ class MatrixCore:
         self.errors: list[tuple[int, str]] = []
 
     def handle(self, line: bytes) -> list[str]:
+        """One reply line per query of the message (TSP prints each on its own line)."""
         with self.station.lock:
-            if len(line) > MAX_LINE:
-                self._push(S.MATRIX_ERR_SYNTAX)
-                return []
-            try:
-                text = line.decode("ascii")
-            except UnicodeDecodeError:
-                self._push(S.MATRIX_ERR_SYNTAX)
-                return []
-            replies: list[str] = []
-            for unit in text.strip().split(";"):
-                unit = unit.strip()
-                if not unit:
-                    continue
-                try:
-                    reply = self._unit(unit)
-                except _ScpiError as err:
-                    self._push(err.error)
-                    break
-                if reply is not None:
-                    replies.append(reply)
-            return replies
+            return _program_message(
+                line, self._unit, self._push, S.MATRIX_ERR_SYNTAX, S.MATRIX_ERR_SYNTAX
+            )
 
     def _push(self, err: tuple[int, str]) -> None:
         if len(self.errors) < QUEUE_DEPTH:

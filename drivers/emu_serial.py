@@ -15,15 +15,16 @@ import select
 import threading
 import time
 import tty
-from types import TracebackType
 
+from drivers.board import MAX_FRAME
 from drivers.emu_board import BoardCore
+from drivers.emu_lines import LineBuffer, Served
 from drivers.faults import Fault, FaultConfig, FaultInjector
 
 log = logging.getLogger(__name__)
 
 
-class SerialEmulator:
+class SerialEmulator(Served):
     """Serve a `BoardCore` on a pty; `path` is the port to open. Use as a context manager."""
 
     def __init__(
@@ -69,17 +70,6 @@ class SerialEmulator:
                     os.close(fd)
         self._master = self._slave = -1
 
-    def __enter__(self) -> SerialEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- serving ---------------------------------------------------------------------------
     def _read_available(self) -> bytes:
         ready, _, _ = select.select([self._master], [], [], 0.05)
@@ -118,28 +108,12 @@ class SerialEmulator:
         self._deaf_host = False
 
     def _serve(self) -> None:
-        buf = bytearray()
-        overflow = False
-        from drivers.board import MAX_FRAME
-
+        lines = LineBuffer(MAX_FRAME)
         while not self._stop.is_set():
-            buf += self._read_available()
-            while True:
-                nl = buf.find(b"\n")
-                if nl < 0:
-                    if len(buf) > MAX_FRAME:
-                        overflow = True
-                        buf.clear()
+            for line in lines.feed(self._read_available()):
+                if line and self._frame(line):
+                    lines.clear()  # a link reset: the rest of the input is lost
                     break
-                line = bytes(buf[:nl]).rstrip(b"\r")
-                del buf[: nl + 1]
-                if overflow:
-                    overflow = False
-                    line = b"?" * (MAX_FRAME + 1)
-                if not line:
-                    continue
-                if self._frame(line):
-                    buf.clear()
 
     def _frame(self, line: bytes) -> bool:
         """Handle one frame; True when the link was reset (pending input is dropped)."""

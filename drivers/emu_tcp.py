@@ -14,9 +14,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 
-from drivers.emu_scpi import MatrixCore, SmuCore, Station
+from drivers.emu_lines import LineBuffer, Served, socket_chunks
+from drivers.emu_scpi import MAX_LINE, MatrixCore, SmuCore, Station
 from drivers.faults import Fault, FaultConfig, FaultInjector
 
 log = logging.getLogger(__name__)
@@ -63,33 +63,10 @@ class _Listener:
     def _serve(self, conn: socket.socket, generation: int) -> None:
         conn.settimeout(0.1)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = bytearray()
-        overflow = False
-        from drivers.emu_scpi import MAX_LINE
-
+        lines = LineBuffer(MAX_LINE)
         with conn:
-            while not self.owner.stopping.is_set():
-                try:
-                    chunk = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        if len(buf) > MAX_LINE:
-                            overflow = True
-                            buf.clear()
-                        break
-                    line = bytes(buf[:nl]).rstrip(b"\r")
-                    del buf[: nl + 1]
-                    if overflow:
-                        overflow = False
-                        line = b"?" * (MAX_LINE + 1)
+            for chunk in socket_chunks(conn, self.owner.stopping):
+                for line in lines.feed(chunk):
                     if not self._line(conn, line, generation):
                         return
 
@@ -135,7 +112,7 @@ class _Listener:
             t.join(timeout=2.0)
 
 
-class ScpiEmulator:
+class ScpiEmulator(Served):
     """SMU on `smu_port`, switch matrix on `matrix_port` (0: any free port)."""
 
     def __init__(
@@ -201,14 +178,3 @@ class ScpiEmulator:
         self.stopping.set()
         self._smu.close()
         self._matrix.close()
-
-    def __enter__(self) -> ScpiEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -8,13 +8,17 @@ the emulator's firmware in process and the exact command stream goes to FILE.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers import scpi as S
 from protocols.backend import CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
+
+if TYPE_CHECKING:
+    from drivers.dryrun import DryRunLog
 
 KINDS = ("visa", "serial")
 
@@ -107,53 +111,66 @@ def open_backend(
     dry = dry_run
     opts = _coerce(kind, options)
     g_range = _g_range(opts)
-    if kind == "visa":
-        return _open_visa(address, rows, cols, limits, dry, preset, seed, g_range, opts)
-    return _open_serial(address, rows, cols, limits, dry, preset, seed, g_range, opts)
+    req = _Request(address, rows, cols, limits, dry, preset, seed, g_range, opts)
+    return _open_visa(req) if kind == "visa" else _open_serial(req)
 
 
-def _open_visa(
-    address: str | None,
-    rows: int,
-    cols: int,
-    limits: SafetyLimits | None,
-    dry: str | Path | None,
-    preset: str,
-    seed: int,
-    g_range: tuple[float, float] | None,
-    opts: dict[str, Any],
-) -> CrossbarBackend:
+@dataclass
+class _Request:
+    """What `open_backend` resolved, handed to the opener of one kind."""
+
+    address: str | None
+    rows: int
+    cols: int
+    limits: SafetyLimits | None
+    dry: str | Path | None
+    preset: str
+    seed: int
+    g_range: tuple[float, float] | None
+    opts: dict[str, Any]
+
+    def emulated_array(self) -> CrossbarBackend:
+        """The in-process array a dry run's emulated firmware answers from."""
+        from drivers.emu_array import make_array
+
+        return make_array(self.rows, self.cols, preset=self.preset, seed=self.seed)
+
+    def dry_log(self, setup: str) -> DryRunLog:
+        from drivers.dryrun import DryRunLog
+
+        assert self.dry is not None
+        return DryRunLog(
+            self.dry,
+            f"mrnn-hil dry run, {setup}\nreplies from an emulated {self.rows}x{self.cols} array "
+            f"(preset {self.preset}, seed {self.seed}); '>' sent, '<' received",
+        )
+
+
+def _open_visa(req: _Request) -> CrossbarBackend:
     from drivers.transport import LineTransport, VisaTransport
     from drivers.visa_backend import SmuMatrixBackend
 
+    opts, address = req.opts, req.address
     matrix = opts.pop("matrix_resource", None)
     library = opts.pop("visa_library", "@py")
-    if dry is None and (not address or not matrix):
+    if req.dry is None and (not address or not matrix):
         raise InputError(
             "--backend visa needs --resource (the SMU, e.g. TCPIP::127.0.0.1::5025::SOCKET) "
             "and the matrix resource (option matrix_resource, e.g. --matrix-resource "
             "TCPIP::127.0.0.1::5026::SOCKET)"
         )
-    if g_range is None:
-        g_range = _preset_range(preset)
+    g_range = req.g_range if req.g_range is not None else _preset_range(req.preset)
     smu_t: LineTransport
     matrix_t: LineTransport
-    if dry is not None:
-        from drivers.dryrun import DryRunLog, DryRunTransport
-        from drivers.emu_array import make_array
+    if req.dry is not None:
+        from drivers.dryrun import DryRunTransport
         from drivers.emu_scpi import MatrixCore, SmuCore, Station
 
         station = Station(
-            make_array(rows, cols, preset=preset, seed=seed),
-            min_width_s=opts.get("min_width_s", S.SMU_MIN_WIDTH_S),
+            req.emulated_array(), min_width_s=opts.get("min_width_s", S.SMU_MIN_WIDTH_S)
         )
         smu_core, matrix_core = SmuCore(station), MatrixCore(station)
-        log = DryRunLog(
-            dry,
-            f"mrnn-hil dry run, VISA station: SMU {address or '(none)'}, matrix "
-            f"{matrix or '(none)'}\nreplies from an emulated {rows}x{cols} array "
-            f"(preset {preset}, seed {seed}); '>' sent, '<' received",
-        )
+        log = req.dry_log(f"VISA station: SMU {address or '(none)'}, matrix {matrix or '(none)'}")
 
         def smu_reply(line: bytes) -> list[bytes]:
             return [r.encode("ascii") for r in smu_core.handle(line)]
@@ -171,43 +188,32 @@ def _open_visa(
         except BaseException:
             smu_t.close()
             raise
-    return SmuMatrixBackend(smu_t, matrix_t, rows, cols, g_range_s=g_range, limits=limits, **opts)
+    return SmuMatrixBackend(
+        smu_t, matrix_t, req.rows, req.cols, g_range_s=g_range, limits=req.limits, **opts
+    )
 
 
-def _open_serial(
-    address: str | None,
-    rows: int,
-    cols: int,
-    limits: SafetyLimits | None,
-    dry: str | Path | None,
-    preset: str,
-    seed: int,
-    g_range: tuple[float, float] | None,
-    opts: dict[str, Any],
-) -> CrossbarBackend:
+def _open_serial(req: _Request) -> CrossbarBackend:
     from drivers.serial_backend import PulseBoardBackend
     from drivers.transport import LineTransport, SerialTransport
 
+    opts = req.opts
     baudrate = opts.pop("baudrate", 115200)
     transport: LineTransport
-    if dry is not None:
-        from drivers.dryrun import DryRunLog, DryRunTransport
-        from drivers.emu_array import make_array
+    if req.dry is not None:
+        from drivers.dryrun import DryRunTransport
         from drivers.emu_board import BoardCore
 
-        core = BoardCore(make_array(rows, cols, preset=preset, seed=seed))
-        log = DryRunLog(
-            dry,
-            f"mrnn-hil dry run, pulse board on {address or '(none)'}\nreplies from an "
-            f"emulated {rows}x{cols} array (preset {preset}, seed {seed}); "
-            "'>' sent, '<' received",
-        )
+        core = BoardCore(req.emulated_array())
+        log = req.dry_log(f"pulse board on {req.address or '(none)'}")
         transport = DryRunTransport("board", log, core.handle)
     else:
-        if not address:
+        if not req.address:
             raise InputError(
                 "--backend serial needs --port (a device such as /dev/ttyACM0, a pty path "
                 "printed by `mrnn-hil emulate serial`, or a pyserial URL)"
             )
-        transport = SerialTransport(address, baudrate=baudrate)
-    return PulseBoardBackend(transport, rows, cols, limits=limits, g_range_s=g_range, **opts)
+        transport = SerialTransport(req.address, baudrate=baudrate)
+    return PulseBoardBackend(
+        transport, req.rows, req.cols, limits=req.limits, g_range_s=req.g_range, **opts
+    )

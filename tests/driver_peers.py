@@ -19,6 +19,8 @@ import time
 import tty
 from dataclasses import dataclass, field
 
+from drivers.emu_lines import LineBuffer, socket_chunks
+
 DROP = b"<drop>"
 CLOSE = b"<close>"
 
@@ -92,21 +94,11 @@ class TcpPeer:
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(0.05)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = b""
+        lines = LineBuffer(1 << 20)
         with conn:
-            while not self._stop.is_set():
-                try:
-                    chunk = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    replies = self.script.take(self.who, line.rstrip(b"\r"))
+            for chunk in socket_chunks(conn, self._stop):
+                for line in lines.feed(chunk):
+                    replies = self.script.take(self.who, line)
                     if CLOSE in replies:
                         return
                     out = b"".join(r + b"\n" for r in replies if r != DROP)
@@ -134,19 +126,18 @@ class PtyPeer:
         self._thread.start()
 
     def _run(self) -> None:
-        buf = b""
+        lines = LineBuffer(1 << 20)
         while not self._stop.is_set():
             ready, _, _ = select.select([self.master], [], [], 0.05)
             if not ready:
                 continue
             try:
-                buf += os.read(self.master, 65536)
+                chunk = os.read(self.master, 65536)
             except OSError:
                 time.sleep(0.01)
                 continue
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                replies = self.script.take(self.who, line.rstrip(b"\r"))
+            for line in lines.feed(chunk):
+                replies = self.script.take(self.who, line)
                 out = b"".join(r + b"\n" for r in replies if r not in (DROP, CLOSE))
                 if out:
                     os.write(self.master, out)

@@ -1,0 +1,90 @@
+"""What every emulator server does with the bytes it receives, written once.
+
+`LineBuffer` splits a byte stream into lines the way an instrument's input parser does: LF
+ends a line, a CR before it is dropped, and a line longer than the parser's buffer is
+discarded whole and handed on as one over-long marker line (so the instrument can answer
+it with its overrun error) instead of being split into fragments that might parse.
+`socket_chunks` yields what a TCP connection receives until it closes or the server stops.
+`Served` gives an emulator server its `with` block (start on entry, stop on exit).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Self
+
+
+class Served(ABC):
+    """An emulator server used as a context manager: served inside the `with` block."""
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Serve (once; starting a running server does nothing)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LineBuffer:
+    """Accumulates received bytes and returns complete lines (without terminators)."""
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._overflow = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines completed by `data` (an over-long one as `max_line + 1` bytes of '?')."""
+        self._buf += data
+        lines: list[bytes] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > self.max_line:
+                    self._overflow = True
+                    self._buf.clear()
+                return lines
+            line = bytes(self._buf[:nl]).rstrip(b"\r")
+            del self._buf[: nl + 1]
+            if self._overflow:
+                self._overflow = False
+                line = b"?" * (self.max_line + 1)
+            lines.append(line)
+
+    def clear(self) -> None:
+        """Drop pending input (a link reset)."""
+        self._buf.clear()
+        self._overflow = False
+
+
+def socket_chunks(conn: socket.socket, stop: threading.Event) -> Iterator[bytes]:
+    """Received data of `conn` until the peer closes, the socket fails, or `stop` is set.
+
+    The socket must have a timeout, so that `stop` is polled.
+    """
+    while not stop.is_set():
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        if not chunk:
+            return
+        yield chunk
