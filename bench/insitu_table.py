@@ -41,14 +41,22 @@ def base_config(epochs: int, seed: int) -> dict[str, Any]:
     }
 
 
-def one_run(preset: str, scheme: str, epochs: int, seed: int, out: str) -> dict[str, Any]:
+def one_run(
+    preset: str,
+    scheme: str,
+    epochs: int,
+    seed: int,
+    out: str,
+    scheme_cfg: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One full run; `scheme_cfg` (default SCHEMES[scheme]) is the run's scheme section."""
     logging.getLogger("hil.learning").setLevel(logging.ERROR)
     from hil.run_config import validate_config
     from hil.training_run import start_run
 
     data = base_config(epochs, seed)
     data["backend"] = {"preset": preset}
-    data["scheme"] = SCHEMES[scheme]
+    data["scheme"] = SCHEMES[scheme] if scheme_cfg is None else scheme_cfg
     path = Path(out) / f"{preset}-{scheme}"
     shutil.rmtree(path, ignore_errors=True)
     t0 = time.perf_counter()
