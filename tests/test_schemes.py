@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -11,8 +13,9 @@ from hil.programming import program
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits
 from protocols.plan import PulsePlan
-from protocols.response import NeuroSimResponse
-from protocols.schemes import WriteVerifyPlanner, plan_update, plan_update_detailed
+from protocols.response import NeuroSimResponse, curve, curve_inverse
+from protocols.schemes import WriteVerifyPlanner, expected_after, plan_update, plan_update_detailed
+from protocols.schemes.common import signed_step
 from protocols.spec import (
     ManhattanScheme,
     OuterProductScheme,
@@ -273,6 +276,55 @@ def test_proportional_caps_and_marks_clipped_devices() -> None:
     assert update.clipped.tolist() == [[True, False], [False, True]]
     set_group, reset_group = update.plan.groups
     assert set_group.shape.amplitude_v > 0 > reset_group.shape.amplitude_v
+
+
+def test_one_pass_step_and_expectation_match_the_per_polarity_curves() -> None:
+    """The planner's single-pass step, expectation and peak equal the curves evaluated apart."""
+    curved = NeuroSimResponse(
+        g_min_s=1e-6, g_max_s=100e-6, states_ltp=64, states_ltd=48, nl_ltp=2.0, nl_ltd=-3.0
+    )
+    rng = np.random.default_rng(5)
+    g = rng.uniform(curved.g_min_s, curved.g_max_s, (6, 7))
+    dg = rng.normal(0.0, 4e-6, (6, 7))
+    dg[0, :3] = 0.0
+    # step: each device on its own polarity's curve, as two whole-array evaluations give it
+    step = signed_step(curved, g, dg)
+    apart = np.where(dg >= 0, curved.step(g, +1), curved.step(g, -1))
+    np.testing.assert_array_equal(step, apart)
+    # and as the NeuroSim formulas give it directly
+    span = curved.g_max_s - curved.g_min_s
+    x = (g - curved.g_min_s) / span
+    p_up = np.minimum(curve_inverse(x, curved.a_ltp) + 1 / 64, 1.0)
+    q_dn = np.minimum(curve_inverse(1 - x, curved.a_ltd) + 1 / 48, 1.0)
+    up = curved.g_min_s + span * curve(p_up, curved.a_ltp) - g
+    down = g - (curved.g_max_s - span * curve(q_dn, curved.a_ltd))
+    np.testing.assert_allclose(step, np.where(dg >= 0, up, down), rtol=1e-9)
+    # expectation and peak in one pass: the same as the plan applied group by group
+    scheme = ProportionalScheme(kind="proportional", max_pulses=20)
+    update = plan_update_detailed(scheme, dg, g, curved, NOMINAL, ROOMY, rng=rng)
+    assert len(update.plan.groups) == 2
+    np.testing.assert_array_equal(
+        update.expected_delta_g, expected_after(update.plan, g, curved) - g
+    )
+    peak = _peak(update.plan, g, curved)
+    assert np.all(peak >= g) and np.any(peak > g)
+    scalar = curved.after_pulses(50e-6, 3)
+    assert scalar.shape == () and curved.g_min_s < float(scalar) < curved.g_max_s
+
+
+def test_plan_update_is_plan_update_detailed_without_the_details() -> None:
+    g = np.full((2, 3), 40e-6)
+    dg = np.array([[5 * STEP, -2.4 * STEP, 0.0], [0.3 * STEP, -9 * STEP, 1.5 * STEP]])
+    scheme = ProportionalScheme(kind="proportional")
+    plan = plan_update(scheme, dg, g, LINEAR, NOMINAL, ROOMY, rng=np.random.default_rng(1))
+    detailed = plan_update_detailed(
+        scheme, dg, g, LINEAR, NOMINAL, ROOMY, rng=np.random.default_rng(1)
+    )
+    assert plan.digest() == detailed.plan.digest()
+    assert plan_update.__name__ == "plan_update"
+    assert list(inspect.signature(plan_update).parameters) == list(
+        inspect.signature(plan_update_detailed).parameters
+    )
 
 
 def test_manhattan_sends_one_pulse_of_the_right_sign_above_threshold() -> None:
