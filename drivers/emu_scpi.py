@@ -184,6 +184,8 @@ class SmuCore:
         if head == S.TRAC_POIN_ACT and not arg:
             return str(self.trace)
         if head == S.TRAC_CLE and not arg:
+            if self.feed:  # the buffer is cleared only while writing is stopped (NEV)
+                raise _ScpiError(S.ERR_SETTINGS_CONFLICT)
             self.trace = 0
             self.epoch += 1
             return None
@@ -234,6 +236,8 @@ class SmuCore:
         if self.feed:
             n_stored = min(n, S.SMU_TRACE_CAPACITY - self.trace)
             self.trace += n_stored
+            if self.trace >= S.SMU_TRACE_CAPACITY:
+                self.feed = False  # a full buffer falls back to NEV
         if self.peak_v != self.base_v:
             self.station.pulse(self.epoch, self.peak_v - self.base_v, self.width_s, n)
 

@@ -6,8 +6,8 @@ The driver builds messages with the functions here; the emulator recognises the 
 headers and patterns. Several SCPI commands may share one line separated by ``;`` (one
 program message, executed in order, so a pulse train and its `*OPC?` cost one round trip).
 
-Command strings marked "unconfirmed" in docs/instruments.md come from lab scripts and
-manual excerpts, not from the vendor manual; check them before driving a real instrument.
+docs/instruments.md §8 lists, for every string, the manual page it was checked against or
+that it is still unconfirmed; check the unconfirmed ones before driving a real instrument.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ SENS_CURR_PROT = ":SENS:CURR:PROT"  # current compliance
 TRIG_SOUR = ":TRIG:SOUR"  # TIM
 TRIG_TIM = ":TRIG:TIM"  # pulse period
 TRIG_COUN = ":TRIG:COUN"  # pulses per train
-TRAC_CLE = ":TRAC:CLE"  # clear the reading buffer (starts a new pulse-count epoch)
-TRAC_FEED_CONT = ":TRAC:FEED:CONT"  # NEXT: store one reading per pulse
+TRAC_CLE = ":TRAC:CLE"  # clear the reading buffer (starts a new pulse-count epoch); NEV only
+TRAC_FEED_CONT = ":TRAC:FEED:CONT"  # NEXT: store one reading per pulse; NEV: stop storing
 TRAC_POIN_ACT = ":TRAC:POIN:ACT?"  # readings stored since the last clear = pulses delivered
 INIT = ":INIT"
 OUTP = ":OUTP"
@@ -46,10 +46,10 @@ SHAPE_PULSE = "PULS"
 SHAPE_DC = "DC"
 NO_ERROR = '+0,"No error"'
 
-#: Documented B2900 limits (see docs/instruments.md); the emulator enforces the same.
-SMU_MAX_ABS_V = 21.0
-SMU_MIN_WIDTH_S = 50e-6
-SMU_MAX_WIDTH_S = 2000.0
+#: B2900 limits (sources in docs/instruments.md §8); the emulator enforces the same.
+SMU_MAX_ABS_V = 21.0  # this station's cap (the 20 V range), not the instrument's maximum
+SMU_MIN_WIDTH_S = 50e-6  # pulse width 50 us .. 99 999.9 s
+SMU_MAX_WIDTH_S = 99_999.9
 SMU_MAX_COMPLIANCE_A = 1.5
 SMU_TRACE_CAPACITY = 100_000
 SMU_ERROR_QUEUE_DEPTH = 32
@@ -100,8 +100,12 @@ def smu_setup(compliance_a: float, period_s: float) -> str:
 
 
 def smu_epoch() -> str:
-    """Start a pulse-count epoch: clear the reading buffer, store one reading per pulse."""
-    return join(TRAC_CLE, set_cmd(TRAC_FEED_CONT, "NEXT"), OPC)
+    """Start a pulse-count epoch: clear the reading buffer, store one reading per pulse.
+
+    The B2900 accepts `:TRAC:CLE` only while the buffer's control mode is NEV, so writing
+    is stopped first.
+    """
+    return join(set_cmd(TRAC_FEED_CONT, "NEV"), TRAC_CLE, set_cmd(TRAC_FEED_CONT, "NEXT"), OPC)
 
 
 def smu_train(

@@ -119,3 +119,17 @@ def test_loop_url_carries_frames_through_pyserial() -> None:
             port.read_line(0.1)
     finally:
         port.close()
+
+
+def test_smu_trace_buffer_is_cleared_only_while_writing_is_stopped() -> None:
+    """The B2900 accepts :TRAC:CLE in control mode NEV only; the epoch message stops the
+    buffer first, and the emulator refuses a clear while it is writing (NEXT)."""
+    from drivers.emu_array import make_array
+    from drivers.emu_scpi import SmuCore, Station
+
+    smu = SmuCore(Station(make_array(2, 2)))
+    assert smu.handle(S.smu_epoch().encode()) == ["1"]
+    assert smu.handle(b":TRAC:CLE;*OPC?") == []  # refused: the buffer is writing (NEXT)
+    assert smu.handle(b":SYST:ERR?") == ['-221,"Settings conflict"']
+    assert smu.handle(S.smu_epoch().encode()) == ["1"]
+    assert smu.handle(b":SYST:ERR?") == ['+0,"No error"']

@@ -114,7 +114,7 @@ def test_visa_open_apply_read_close(station: list[Station]) -> None:
     steps = [
         *visa_open(),
         # apply: 3 pulses on (0, 1), then 2 on (1, 0); shape sent once
-        smu(b":TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
+        smu(b":TRAC:FEED:CONT NEV;:TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
         *connect(b"1A01,1B04"),
         smu(TRAIN_FIRST + b":TRIG:COUN 3;:INIT (@1);*OPC?", OK),
         *connect(b"1A02,1B03"),
@@ -141,7 +141,7 @@ def test_visa_open_apply_read_close(station: list[Station]) -> None:
 def test_visa_lost_reply_is_resolved_by_the_pulse_count(station: list[Station]) -> None:
     steps = [
         *visa_open(),
-        smu(b":TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
+        smu(b":TRAC:FEED:CONT NEV;:TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
         *connect(b"1A01,1B03"),
         smu(TRAIN_FIRST + b":TRIG:COUN 3;:INIT (@1);*OPC?", DROP),
         # after the timeout: a new connection, the error queue, the count (read twice)
@@ -170,7 +170,7 @@ def test_visa_lost_reply_is_resolved_by_the_pulse_count(station: list[Station]) 
 def test_visa_error_queue_after_a_batch_raises(station: list[Station]) -> None:
     steps = [
         *visa_open(),
-        smu(b":TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
+        smu(b":TRAC:FEED:CONT NEV;:TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
         *connect(b"1A01,1B03"),
         smu(TRAIN_FIRST + b":TRIG:COUN 1;:INIT (@1);*OPC?", OK),
         *release(),
