@@ -7,7 +7,8 @@ delivery (before the plan's first batch is staged; right after its first of two 
 applied; right after its last batch is applied), so the resumed run meets each case the
 journal alone cannot settle: not applied, partly applied, applied. After the last resume the
 board's own log must hold every batch number exactly once, in order, and the journal's
-tickets must name exactly those batches with exactly their pulse counts.
+tickets must name exactly those batches with exactly their pulse counts. On the VISA
+station, which cannot say what it applied, the interrupted plan is journaled unknown.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from drivers.delivery import Ticket
 from drivers.dryrun import DryRunLog, DryRunTransport
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
+from drivers.emu_scpi import Station
 from drivers.emu_serial import SerialEmulator
+from drivers.emu_tcp import ScpiEmulator
 from drivers.errors import InstrumentError
 from drivers.serial_backend import PulseBoardBackend
 from hil.journal import Journal
@@ -262,3 +265,68 @@ def test_a_journal_from_before_delivery_tickets_is_upgraded_and_resolves_as_unkn
         assert pending.ticket == Ticket(1, (3, 2)).to_json()
         journal.mark_applied(1)
         assert journal.pending_delivery(1) is None
+
+
+class KillingStation(Station):
+    """The emulated VISA station, which SIGKILLs the host after a pulse train of an update
+    plan (so the kill lands between the plan's journaled intent and its applied mark)."""
+
+    def __init__(self, journal: Path) -> None:
+        super().__init__(make_array(N, 2 * N, preset="epiram", seed=5), min_width_s=1e-9)
+        self.journal = journal
+        self.pid = 0
+        self.after_trains = 0
+
+    def pulse(self, epoch: int, amp: float, width: float, count: int) -> None:
+        super().pulse(epoch, amp, width, count)
+        if self.pid and len(self.log) > self.after_trains and self._update_pending():
+            os.kill(self.pid, signal.SIGKILL)
+            self.pid = 0
+
+    def _update_pending(self) -> bool:
+        con = sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute(
+                "SELECT COUNT(*) FROM plans WHERE state = 'intent' AND kind = 'update'"
+            ).fetchone()
+        finally:
+            con.close()
+        return bool(row[0])
+
+
+def test_sigkill_mid_plan_on_the_visa_station_leaves_the_plan_unknown(tmp_path: Path) -> None:
+    """The SMU cannot say which device or plan its pulse count belongs to: the resumed run
+    journals the interrupted plan as unknown (nothing is resent) and continues."""
+    patterns = tmp_path / "three.txt"
+    patterns.write_text(PATTERNS)
+    run = tmp_path / "run"
+    station = KillingStation(run / "journal.sqlite")
+    with ScpiEmulator(station) as emu:
+        cfg = small_config(
+            tmp_path,
+            training={"patterns": str(patterns), "epochs": 2},
+            backend={
+                "kind": "visa",
+                "resource": emu.smu_resource,
+                "options": {"matrix_resource": emu.matrix_resource, "min_width_s": 1e-9},
+            },
+        )
+        station.after_trains = 40
+        proc = launch(["train", "--config", str(cfg), "--out", str(run), "--quiet"])
+        station.pid = proc.pid
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+        done = launch(["train", "--resume", str(run), "--quiet"])
+        _, err = done.communicate(timeout=240)
+        assert done.returncode == 0, err.decode()
+    con = sqlite3.connect(run / "journal.sqlite")
+    try:
+        states = [s for (s,) in con.execute("SELECT state FROM plans ORDER BY seq")]
+        tickets = [t for (t,) in con.execute("SELECT delivery FROM plans")]
+        events = [m for (m,) in con.execute("SELECT message FROM events WHERE kind = 'resume'")]
+    finally:
+        con.close()
+    assert states.count("unknown") == 1 and set(states) == {"applied", "unknown"}
+    assert all(t is None for t in tickets)  # the station gives no delivery tickets
+    assert len(events) == 1 and "marked unknown" in events[0]
+    assert json.loads((run / "report.json").read_text())["status"] == "complete"
