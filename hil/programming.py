@@ -59,6 +59,8 @@ def program(
     on_iteration: Callable[[int, int], None] | None = None,
     send: Callable[[PulsePlan], None] | None = None,
     run_counts: ArrayLike | None = None,
+    read_fn: Callable[[], NDArray[np.float64]] | None = None,
+    start: ArrayLike | None = None,
 ) -> ProgramResult:
     """Write-and-verify `targets` (S) onto `backend`; devices outside `mask` are left alone.
 
@@ -67,6 +69,8 @@ def program(
     `send(plan)` delivers each checked plan (default `backend.apply`): a caller that journals
     its plans passes its own journal -> apply -> journal path, so the loop exists once.
     `run_counts` (default the backend's pulse counts) is what the per-run budget check sees.
+    `read_fn` replaces the averaged backend read (a caller that counts its reads), and
+    `start` (the caller's latest read) replaces the first read.
     """
     spec = read if read is not None else ReadSpec()
     planner = WriteVerifyPlanner(
@@ -79,12 +83,12 @@ def program(
         run_counts=backend.pulse_counts if run_counts is None else run_counts,
     )
     deliver = backend.apply if send is None else send
-    g = read_averaged(backend, spec.averages)
-    while (plan := planner.next_plan(g)) is not None:
-        deliver(plan)
-        g = read_averaged(backend, spec.averages)
-        if on_iteration is not None:
-            on_iteration(planner.iterations, int((planner.mask & ~planner.converged).sum()))
+    g = planner.run(
+        read_averaged(backend, spec.averages) if start is None else start,
+        lambda plan, _g: deliver(plan),
+        (lambda: read_averaged(backend, spec.averages)) if read_fn is None else read_fn,
+        on_iteration,
+    )
     return ProgramResult(
         conductance=g,
         converged=planner.converged.copy(),

@@ -171,10 +171,7 @@ class UpdatePlanner:
             mask=active,
             run_counts=self._counts(),
         )
-        while (plan := planner.next_plan(g)) is not None:
-            send(plan, g)
-            g = read()
-        return g
+        return planner.run(g, send, read)
 
     def program(
         self,

@@ -12,6 +12,7 @@ that overshoots flips polarity and restarts at the nominal pulse. With
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -133,6 +134,26 @@ class WriteVerifyPlanner:
         self.pulses_applied += per_device
         self.iterations += 1
         return plan
+
+    def run(
+        self,
+        g_read: ArrayLike,
+        send: Callable[[PulsePlan, Array], None],
+        read: Callable[[], Array],
+        on_iteration: Callable[[int, int], None] | None = None,
+    ) -> Array:
+        """The closed loop: plan -> `send(plan, g_read)` -> `read()` until done; the last read.
+
+        The one copy of the loop, for every caller (a backend's apply, a journaled send).
+        `on_iteration(iteration, devices_left)` is called after each read.
+        """
+        g = as_grid("g_read", g_read, self.targets.shape)
+        while (plan := self.next_plan(g)) is not None:
+            send(plan, g)
+            g = read()
+            if on_iteration is not None:
+                on_iteration(self.iterations, int((self.mask & ~self.converged).sum()))
+        return g
 
     def remaining_error(self, g_read: ArrayLike) -> NDArray[np.float64]:
         g: Array = as_grid("g_read", g_read, self.targets.shape)
