@@ -133,7 +133,6 @@ def test_the_run_budget_given_by_the_caller_is_checked_before_anything_is_sent()
 def test_a_caller_s_counted_reads_and_latest_read_replace_the_backend_reads() -> None:
     """What a training loop needs: its own read (counted) and no extra read to start from."""
     with SimulatedCrossbar(3, 5, preset="epiram", seed=4, limits=ROOMY) as array:
-        response, pulses, targets = _setup(array)
         reads: list[np.ndarray] = []
         sent_after: list[int] = []
 
@@ -146,17 +145,7 @@ def test_a_caller_s_counted_reads_and_latest_read_replace_the_backend_reads() ->
             array.apply(plan)
 
         first = counted_read()
-        result = program(
-            array,
-            targets,
-            scheme=SCHEME,
-            pulses=pulses,
-            response=response,
-            limits=ROOMY,
-            send=send,
-            read_fn=counted_read,
-            start=first,
-        )
+        result = _program(array, send=send, read_fn=counted_read, start=first)
     assert result.status == "converged"
     assert len(reads) == result.iterations + 1  # the caller's first read, then one per round
     assert sent_after == list(range(1, result.iterations + 1))
