@@ -39,6 +39,8 @@ def one_pulse(shape: tuple[int, int], amp: float = 2.0, width: float = 1e-7) -> 
         ("serial", {"port": "loop://", "timeout_s": "soon"}, "timeout_s='soon': expected float"),
         ("serial", {"port": "loop://", "timeout_s": -1}, "must be > 0"),
         ("serial", {"port": "loop://", "g_min_s": 1e-6}, "give both"),
+        ("serial", {"port": "loop://", "batch_groups": 0}, r"batch_groups=0: allowed 1\.\.64"),
+        ("serial", {"port": "loop://", "batch_groups": "x"}, "batch_groups='x': expected int"),
     ],
 )
 def test_bad_options_are_input_errors(kind: str, kwargs: dict, message: str) -> None:

@@ -341,3 +341,29 @@ def test_board_wrong_shape_is_refused(boards: list[Board]) -> None:
     with pytest.raises(IdentityError, match="4x4, expected 2x3"):
         b.backend()
     b.script.verify()
+
+
+def test_board_delivery_ticket_status_and_completion(boards: list[Board]) -> None:
+    """A plan split one group per batch: the ticket names batches 5 and 6; after a restart
+    the board reports batch 5 applied, so only batch 6 is staged and executed."""
+    b = Board(
+        [
+            *BOARD_OPEN,
+            ("LAST?", ["LAST 5 8"]),  # delivery_status: batch 5 (8 pulses) applied
+            ("BEGIN 6 1 none", ["OK BEGIN 6"]),
+            ("SHAPE 6 0 -2.0 1e-07 0", ["OK SHAPE 6 0"]),
+            ("PULSE 6 0 0 1 3", ["OK PULSE 6 0 0 1 3"]),
+            ("EXEC 6", ["DONE 6 3"]),
+            ("LAST?", ["LAST 6 3"]),  # delivery_status again: all applied
+        ]
+    )
+    boards.append(b)
+    be = b.backend(batch_groups=1)
+    ticket = be.delivery_ticket(two_groups())
+    assert ticket.to_json() == {"kind": "board-batches", "first": 5, "pulses": [8, 3]}
+    found = be.complete_delivery(two_groups(), ticket)
+    assert (found.state, found.missing_batches) == ("partial", (6,))
+    assert be.delivery_status(ticket).state == "applied"
+    assert be.info().details["next_batch"] == 7
+    be.close()
+    b.script.verify()
