@@ -17,13 +17,12 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from insitu_support import small_config
+from test_resume_kill import launch
 
 from drivers import board as B
 from drivers.delivery import Ticket
@@ -60,16 +59,8 @@ class KillingBoard(BoardCore):
         self.fired: list[tuple[str, int]] = []
 
     def _pending_ticket(self) -> dict | None:
-        if not self.journal.exists():
-            return None
-        con = sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=5)
-        try:
-            row = con.execute(
-                "SELECT delivery FROM plans WHERE state = 'intent' AND kind = 'update'"
-            ).fetchone()
-        finally:
-            con.close()
-        return None if row is None or row[0] is None else json.loads(row[0])
+        pending = pending_update(self.journal)
+        return None if pending is None or pending[0] is None else json.loads(pending[0])
 
     def _due(self, cmd: str, batch: int) -> bool:
         if not self.moment or not self.pid or batch <= self.after_batch:
@@ -104,14 +95,18 @@ class KillingBoard(BoardCore):
         self.moment, self.pid = "", 0
 
 
-def launch(args: list[str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hil.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+def pending_update(journal: Path) -> tuple[str | None] | None:
+    """(ticket text,) of the update plan a running run has journaled but not marked applied."""
+    if not journal.exists():
+        return None
+    con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute(
+            "SELECT delivery FROM plans WHERE state = 'intent' AND kind = 'update'"
+        ).fetchone()
+    finally:
+        con.close()
+    return None if row is None else (row[0],)
 
 
 def test_sigkill_mid_plan_on_the_pulse_board_applies_every_batch_exactly_once(
@@ -287,19 +282,9 @@ class KillingStation(Station):
 
     def pulse(self, epoch: int, amp: float, width: float, count: int) -> None:
         super().pulse(epoch, amp, width, count)
-        if self.pid and len(self.log) > self.after_trains and self._update_pending():
+        if self.pid and len(self.log) > self.after_trains and pending_update(self.journal):
             os.kill(self.pid, signal.SIGKILL)
             self.pid = 0
-
-    def _update_pending(self) -> bool:
-        con = sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=5)
-        try:
-            row = con.execute(
-                "SELECT COUNT(*) FROM plans WHERE state = 'intent' AND kind = 'update'"
-            ).fetchone()
-        finally:
-            con.close()
-        return bool(row[0])
 
 
 def test_sigkill_mid_plan_on_the_visa_station_leaves_the_plan_unknown(tmp_path: Path) -> None:
