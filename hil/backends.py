@@ -46,7 +46,18 @@ def _preset(name: str) -> Any:
 def device_model(cfg: RunConfig) -> DeviceModel:
     """Resolve response, pulses, limits and scheme; refuse inconsistent ones before any pulse."""
     preset = _preset(cfg.backend.preset)
-    response: DeviceResponse = preset.response()
+    response: DeviceResponse
+    if isinstance(cfg.response, str):
+        from hil.characterization import load_fitted_response
+
+        response = load_fitted_response(cfg.response)
+        origin = f"response fitted in {cfg.response}"
+    elif cfg.response is not None:
+        response = cfg.response
+        origin = "response from the run config"
+    else:
+        response = preset.response()
+        origin = f"response of preset {cfg.backend.preset}"
     if cfg.protocol is not None:
         proto = load_protocol(cfg.protocol)
         pulses = proto.pulses
@@ -68,7 +79,7 @@ def device_model(cfg: RunConfig) -> DeviceModel:
         scheme = cfg.scheme or ProportionalScheme(kind="proportional")
         source = f"preset {cfg.backend.preset}"
     preflight(pulses, limits, response)
-    return DeviceModel(response, pulses, limits, scheme, source)
+    return DeviceModel(response, pulses, limits, scheme, f"{source}; {origin}")
 
 
 def preflight(pulses: PulsePair, limits: SafetyLimits, response: DeviceResponse) -> None:

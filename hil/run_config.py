@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hil.learning import RuleConfig
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
+from protocols.response import NeuroSimResponse
 from protocols.spec import Scheme
 
 SchemeName = Literal["proportional", "manhattan", "write_verify", "outer_product"]
@@ -141,6 +142,12 @@ class RunConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     limits: SafetyLimits | None = Field(
         default=None, description="None: the protocol file's, else the preset's defaults"
+    )
+    response: NeuroSimResponse | str | None = Field(
+        default=None,
+        description="planning model: a characterization.json (or its directory) written by "
+        "`mrnn-hil characterize`, or the model itself; None = the preset's mean response. "
+        "The resolved config embeds the model, so a resumed run plans with the same one.",
     )
     run: RunSection = RunSection()
 

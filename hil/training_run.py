@@ -49,7 +49,9 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
     """Validate every input and pin the scheme and limits into the config (no I/O to arrays)."""
     patterns = load_pattern_set(cfg)
     model = device_model(cfg)
-    resolved = cfg.model_copy(update={"scheme": model.scheme, "limits": model.limits})
+    resolved = cfg.model_copy(
+        update={"scheme": model.scheme, "limits": model.limits, "response": model.response}
+    )
     # Round trip through plain data so the written config reloads to the same model.
     resolved = validate_config(resolved.model_dump(mode="json"), "resolved config")
     return resolved, model, patterns

@@ -41,6 +41,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         help="write the instrument command stream to FILE; no instrument is opened",
     )
+    p.add_argument(
+        "--response",
+        metavar="FILE",
+        help="plan with the response fitted by `mrnn-hil characterize` (its "
+        "characterization.json or directory) instead of the preset's",
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/train-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -65,6 +71,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over["scheme"] = {"kind": args.scheme}
     if args.protocol:
         over["protocol"] = args.protocol
+    if args.response:
+        over["response"] = args.response
     if args.epochs is not None:
         over.setdefault("training", {})["epochs"] = args.epochs
     if args.patterns:
