@@ -335,11 +335,6 @@ class Journal:
         row = self._conn.execute("SELECT MAX(seq) FROM plans").fetchone()
         return -1 if row[0] is None else int(row[0])
 
-    def drop_plans_after(self, seq: int) -> int:
-        """Forget plans journaled after `seq` whose effect a backend restore has undone."""
-        with self._tx() as c:
-            return int(c.execute("DELETE FROM plans WHERE seq > ?", (seq,)).rowcount)
-
     # -- metrics -------------------------------------------------------------------------
     def record_presentation(
         self,
