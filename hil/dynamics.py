@@ -43,6 +43,8 @@ class Relaxation:
     diverged: NDArray[np.bool_]
     residual: Array
     time: float
+    #: Unsettled at t_max with a larger residual than at t_max / 2: moving away, not settling.
+    growing: NDArray[np.bool_] | None = None
 
     @property
     def all_settled(self) -> bool:
@@ -74,11 +76,14 @@ def _integrate(
     rows = np.arange(x.shape[0])
     xa, ca = x, consts
     res = np.full(x.shape[0], np.inf)
+    mid_residual = np.zeros(x.shape[0])
     t = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(steps):
+        for step in range(steps):
             if rows.size == 0:
                 break
+            if step == steps // 2:
+                mid_residual[rows] = res
             deriv = rhs(xa, *ca)
             deriv -= xa
             res = np.abs(deriv).max(axis=1)
@@ -101,7 +106,15 @@ def _integrate(
         np.abs(np.where(np.isfinite(x), x, np.inf)).max(axis=1) > cfg.divergence_bound
     )
     converged = (residual < cfg.tol) & ~diverged
-    return Relaxation(state=x, converged=converged, diverged=diverged, residual=residual, time=t)
+    growing = ~converged & ~diverged & (residual > mid_residual)
+    return Relaxation(
+        state=x,
+        converged=converged,
+        diverged=diverged,
+        residual=residual,
+        time=t,
+        growing=growing,
+    )
 
 
 def _forward_rhs(v: Array, I: Array, WT: Array) -> Array:

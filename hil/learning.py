@@ -24,7 +24,9 @@ from hil.dynamics import RelaxConfig, relax_forward, relax_side
 Array = NDArray[np.float64]
 log = logging.getLogger(__name__)
 
-UpdateStatus = Literal["ok", "forward_not_settled", "side_diverged", "non_finite"]
+UpdateStatus = Literal[
+    "ok", "forward_not_settled", "side_not_settled", "side_diverged", "non_finite"
+]
 
 
 class RuleConfig(BaseModel):
@@ -98,13 +100,20 @@ def presentation_update(
     loss = float(0.5 * np.sum((np.atleast_2d(targets) - v) ** 2) / v.shape[0])
 
     finite = np.all(np.isfinite(v), axis=1) & np.all(np.isfinite(y), axis=1)
-    side_bad = side.diverged | ~(side.residual < cfg.side_settle_tol)
+    side_growing = side.diverged | (
+        side.growing if side.growing is not None else np.zeros_like(side.diverged)
+    )
+    side_unsettled = ~side_growing & ~(side.residual < cfg.side_settle_tol)
+    side_bad = side_growing | side_unsettled
     fwd_bad = ~(fwd.residual < cfg.forward_settle_tol) if cfg.require_forward_settled else ~finite
     status: UpdateStatus = "ok"
     if not finite.all():
         status = "non_finite"
-    elif side_bad.any():
+    elif side_growing.any():
         status = "side_diverged"
+    elif side_unsettled.any():
+        # Still moving at the end of its span: y is no fixed point, so y v^T is no gradient.
+        status = "side_not_settled"
     elif fwd_bad.any():
         status = "forward_not_settled"
 

@@ -113,7 +113,7 @@ def test_diverging_side_network_is_refused_logged_and_the_run_continues(tmp_path
     over = {
         "training": {"epochs": 2, "w0_range": 3.0},
         "mapping": {"w_max": 4.0},
-        "rule": {"side": {"divergence_bound": 1e300, "t_max": 20.0}},
+        "rule": {"side": {"divergence_bound": 1e3, "t_max": 20.0}},
     }
     report = run_in_process(tmp_path, "go-on", **over)
     assert report["status"] == "complete"
@@ -127,6 +127,7 @@ def test_diverging_side_network_is_refused_logged_and_the_run_continues(tmp_path
     assert refused and all(seq is None and pulses == 0 for _, _, seq, pulses in refused)
     assert {status for _, status, _, _ in refused} <= {
         "side_diverged",
+        "side_not_settled",
         "non_finite",
         "forward_not_settled",
     }

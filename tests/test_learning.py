@@ -109,6 +109,23 @@ def test_diverging_side_network_is_refused_or_clipped(caplog: pytest.LogCaptureF
     assert "clipped" in caplog.text
 
 
+def test_side_network_cut_off_before_it_settles_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A contracting side network given too short a span is still moving at t_max: not
+    # diverged, but its state is no fixed point either.
+    rng = np.random.default_rng(4)
+    W = rng.uniform(-0.1, 0.1, (5, 5))
+    I, T = rng.choice([-1.0, 1.0], 5), rng.choice([-1.0, 1.0], 5)
+    short = RuleConfig(side=RelaxConfig(t_max=1.0))
+    with caplog.at_level(logging.WARNING, logger="hil.learning"):
+        upd = presentation_update(W, I, T, short)
+    assert upd.status == "side_not_settled"
+    assert not upd.accepted and np.all(upd.dW == 0.0)
+    assert "side_not_settled: refused" in caplog.text
+    assert presentation_update(W, I, T, RuleConfig()).status == "ok"
+
+
 def test_unsettled_forward_network_is_refused_or_clipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
