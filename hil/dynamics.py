@@ -24,7 +24,7 @@ Array = NDArray[np.float64]
 class RelaxConfig(BaseModel):
     """Integration settings for one relaxation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dt: float = Field(default=0.5, gt=0.0, le=1.0, description="Euler step (1.0 = fixed-point)")
     t_max: float = Field(default=50.0, gt=0.0, description="time cap (paper: v 50, y 20)")

@@ -26,7 +26,7 @@ Array = NDArray[np.float64]
 class TrainConfig(BaseModel):
     """What to train and how; defaults are the paper's (300 epochs, fixed order)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: int = Field(default=300, ge=1)
     order: Literal["fixed", "shuffled"] = "fixed"

@@ -32,7 +32,7 @@ UpdateStatus = Literal[
 class RuleConfig(BaseModel):
     """Settings of the learning rule; defaults are the paper's (section IV)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     eta: float = Field(default=0.01, gt=0.0)
     t_w: float = Field(default=3.0, gt=0.0, description="time span of the W dynamics")

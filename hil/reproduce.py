@@ -53,7 +53,7 @@ def null_bar(_desc: str, _total: int) -> Iterator[Bar]:
 class ReproduceConfig(BaseModel):
     """The experiment's knobs; defaults are the paper's."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: int = Field(default=300, ge=1)
     samples: int = Field(default=1000, ge=1, description="corrupted samples per pattern")

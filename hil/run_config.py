@@ -26,7 +26,7 @@ SCHEME_NAMES: tuple[str, ...] = ("proportional", "manhattan", "write_verify", "o
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TrainingConfig(_Strict):

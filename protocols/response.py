@@ -85,7 +85,7 @@ def curve_inverse(g: ArrayLike, a: ArrayLike) -> Array:
 class NeuroSimResponse(BaseModel):
     """Mean pulse response of a device: the NeuroSim LTP/LTD curves, one per polarity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["neurosim"] = "neurosim"
     g_min_s: float = Field(gt=0.0)

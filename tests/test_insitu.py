@@ -19,6 +19,7 @@ from hil.patterns import parse_text
 from hil.run_config import load_config, validate_config
 from hil.rundir import RunDir
 from hil.training_run import _build, resolve, start_run
+from protocols.errors import InputError
 
 
 @pytest.fixture(autouse=True)
@@ -202,6 +203,8 @@ def test_invalid_config_or_protocol_is_refused_before_any_pulse(tmp_path: Path) 
     bad_key = tmp_path / "bad.toml"
     bad_key.write_text("[mapping]\nw_maxx = 1.0\n")
     strict_limits = small_config(tmp_path, limits={"max_set_v": 1.0})
+    infinite = tmp_path / "inf.yaml"
+    infinite.write_text("training:\n  w0_range: .inf\n")
     proto = tmp_path / "proto.yaml"
     proto.write_text(
         "version: 1\nname: too-hot\npulses:\n  set: {amplitude_v: 4.0, width_s: 1.0e-7}\n"
@@ -210,6 +213,7 @@ def test_invalid_config_or_protocol_is_refused_before_any_pulse(tmp_path: Path) 
     cases = [
         (["--config", str(bad_field)], "mapping.w_max"),
         (["--config", str(bad_key)], "mapping.w_maxx"),
+        (["--config", str(infinite)], "training.w0_range"),
         (["--config", str(strict_limits)], "max_set_v"),
         (["--protocol", str(proto)], "max_set_v"),
         (["--preset", "no_such_device"], "no_such_device"),
@@ -220,6 +224,35 @@ def test_invalid_config_or_protocol_is_refused_before_any_pulse(tmp_path: Path) 
         assert done.returncode == 2, (args, done.stderr)
         assert fragment in done.stderr and "Traceback" not in done.stderr
         assert not (out / "journal.sqlite").exists()  # nothing was started, no pulse sent
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"training": {"w0_range": float("inf")}}, "training.w0_range"),
+        ({"mapping": {"w_max": float("inf")}}, "mapping.w_max"),
+        ({"rule": {"t_w": float("inf")}}, "rule.t_w"),
+        ({"rule": {"forward": {"t_max": float("nan")}}}, "rule.forward.t_max"),
+        ({"stuck": {"min_expected": float("inf")}}, "stuck.min_expected"),
+        (
+            {
+                "response": {
+                    "g_min_s": 1e-6,
+                    "g_max_s": float("inf"),
+                    "states_ltp": 10,
+                    "states_ltd": 10,
+                    "nl_ltp": 1.0,
+                    "nl_ltd": 1.0,
+                }
+            },
+            "g_max_s",
+        ),
+    ],
+)
+def test_non_finite_config_values_are_refused(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError, match=field) as info:
+        validate_config(data, "cfg.yaml")
+    assert "finite" in str(info.value)
 
 
 def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path) -> None:
