@@ -36,6 +36,7 @@ from scipy.optimize import minimize_scalar
 
 from protocols.backend import CrossbarBackend
 from protocols.errors import InputError
+from protocols.limits import LimitViolation, check_plan
 from protocols.plan import PulseGroup, PulsePlan
 from protocols.response import _NL_MAX, NeuroSimResponse, curve, nl_to_a
 from protocols.spec import AcceptanceSpec, ProtocolFile, ReadSpec, StateKind
@@ -115,6 +116,48 @@ def _one_pulse_plan(
     return PulsePlan(rows=shape[0], cols=shape[1], groups=(PulseGroup(group_shape, counts),))
 
 
+def check_experiment(
+    backend: CrossbarBackend,
+    protocol: ProtocolFile,
+    plans: tuple[PulsePlan, PulsePlan],
+    *,
+    cycles: int,
+) -> None:
+    """Refuse the whole experiment before its first pulse if it cannot stay inside the limits.
+
+    Each device gets n RESET pulses, then `cycles` x (n SET + n RESET): that total must fit the
+    run budget, or the experiment would stop half-way with the devices in an unknown state.
+    The nominal pulses are checked (compliance, energy) at the highest conductance the
+    devices are expected to reach: the backend's nominal G_max, or the upper end of the
+    protocol's accepted G_max range if that is higher.
+    """
+    limits = backend.limits
+    n = protocol.characterize.pulses_per_phase
+    total = n * (2 * cycles + 1)
+    selected = plans[0].counts_per_device() > 0
+    after = np.where(selected, backend.pulse_counts + total, 0)
+    over = after > limits.max_pulses_per_device_per_run
+    if over.any():
+        r, c = divmod(int(np.argmax(over)), backend.shape[1])
+        raise LimitViolation(
+            f"characterization: {cycles} cycle(s) of {n} SET + {n} RESET pulses (plus {n} "
+            f"RESET first) would bring device (row={r}, col={c}) to {after[r, c]} pulses in "
+            f"this run, over max_pulses_per_device_per_run={limits.max_pulses_per_device_per_run}"
+            "; lower cycles or pulses_per_phase"
+        )
+    g_hi = backend.info().g_max_s
+    accepted = protocol.acceptance.g_max_s
+    if accepted is not None and accepted.max is not None:
+        g_hi = max(g_hi, accepted.max)
+    try:
+        for plan in plans:
+            check_plan(plan, limits, conductance_s=np.where(selected, g_hi, 0.0))
+    except LimitViolation as exc:
+        raise LimitViolation(
+            f"characterization at the highest expected conductance {g_hi:.3g} S: {exc}"
+        ) from None
+
+
 def acquire(
     backend: CrossbarBackend,
     protocol: ProtocolFile,
@@ -134,6 +177,8 @@ def acquire(
     rows, cols = (flat // b_cols).astype(np.int64), (flat % b_cols).astype(np.int64)
     set_plan = _one_pulse_plan(backend.shape, rows, cols, protocol.pulses.set.shape())
     reset_plan = _one_pulse_plan(backend.shape, rows, cols, protocol.pulses.reset.shape())
+    check_experiment(backend, protocol, (set_plan, reset_plan), cycles=cycles)
+    g_now = np.zeros(backend.shape)  # latest read of the selected devices, for each check
     for _ in range(n):  # bring every device to its floor first
         backend.apply(reset_plan)
     ltp = np.empty((cycles, n + 1, devices))
@@ -145,6 +190,8 @@ def acquire(
         for phase, (plan, out) in enumerate(((set_plan, ltp), (reset_plan, ltd))):
             out[c, 0] = read_devices(backend, rows, cols, averages)
             for k in range(1, n + 1):
+                g_now[rows, cols] = out[c, k - 1]
+                check_plan(plan, backend.limits, conductance_s=g_now)
                 backend.apply(plan)
                 out[c, k] = read_devices(backend, rows, cols, averages)
             done += n

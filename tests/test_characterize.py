@@ -203,6 +203,57 @@ def test_bad_characterize_input_is_one_line_exit_2(
     assert info.value.code == 2
 
 
+def _taox_with(tmp_path: Path, limits: dict[str, float], g_max_top: float | None) -> Path:
+    data = yaml.safe_load((library_dir() / "taox_hfox.yaml").read_text())
+    data["limits"].update(limits)
+    if g_max_top is None:
+        del data["acceptance"]["g_max_s"]
+    else:
+        data["acceptance"]["g_max_s"]["max"] = g_max_top
+    path = tmp_path / "taox.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_an_experiment_over_the_run_budget_is_refused_before_its_first_pulse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 170 RESET + 3 x (170 SET + 170 RESET) = 1190 pulses per device.
+    path = _taox_with(tmp_path, {"max_pulses_per_device_per_run": 1000}, 1.15e-5)
+    protocol = load_protocol(path)
+    with SimulatedCrossbar(2, 2, preset="taox_hfox", seed=1, limits=protocol.limits) as array:
+        with pytest.raises(InputError, match=r"1190 pulses.*max_pulses_per_device_per_run=1000"):
+            characterize(array, protocol, devices=4, cycles=3)
+        assert not array.pulse_counts.any()
+    out = tmp_path / "out"
+    args = ["characterize", str(path), "--out", str(out), "--devices", "4", "--cycles", "3"]
+    assert cli.main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max_pulses_per_device_per_run" in err[0]
+    assert not out.exists()
+
+
+def test_compliance_is_checked_at_the_highest_expected_conductance_before_any_pulse(
+    tmp_path: Path,
+) -> None:
+    # 2 V at the accepted G_max of 1.15e-5 S draws 23 uA; the devices start near 1 uS.
+    protocol = load_protocol(_taox_with(tmp_path, {"compliance_a": 2.0e-5}, 1.15e-5))
+    with SimulatedCrossbar(2, 2, preset="taox_hfox", seed=1, limits=protocol.limits) as array:
+        with pytest.raises(InputError, match=r"1.15e-05 S.*compliance_a=2e-05"):
+            characterize(array, protocol, devices=4, cycles=1)
+        assert not array.pulse_counts.any()
+
+
+def test_each_pulse_is_checked_at_the_latest_read(tmp_path: Path) -> None:
+    # Device-to-device spread takes some devices above the nominal 1e-5 S; 2 V at 1.05e-5 S
+    # is the compliance, so the train must stop at the first read above it.
+    protocol = load_protocol(_taox_with(tmp_path, {"compliance_a": 2.1e-5}, None))
+    with SimulatedCrossbar(2, 2, preset="taox_hfox", seed=0, limits=protocol.limits) as array:
+        with pytest.raises(InputError, match=r"would draw .* over compliance_a=2.1e-05"):
+            characterize(array, protocol, devices=4, cycles=2)
+        assert array.pulse_counts.any()
+
+
 def test_load_fitted_response_rejects_other_files(tmp_path: Path) -> None:
     bad = tmp_path / "characterization.json"
     bad.write_text("{not json")
