@@ -135,7 +135,15 @@ class CrossbarBackend(ABC):
             raise ValueError(f"mvm expects voltages of length {n_in}, got shape {v.shape}")
         if not np.all(np.isfinite(v)):
             raise ValueError("mvm voltages must be finite")
-        out = np.asarray(self._mvm(np.atleast_2d(v), transpose), dtype=np.float64)
+        batch = np.atleast_2d(v)
+        out = np.asarray(self._mvm(batch, transpose), dtype=np.float64)
+        expected = (batch.shape[0], self._rows if transpose else self._cols)
+        if out.shape != expected:
+            raise BackendError(
+                f"backend returned currents of shape {out.shape}, expected {expected}"
+            )
+        if not np.all(np.isfinite(out)):
+            raise BackendError("backend returned a non-finite current")
         return out[0] if v.ndim == 1 else out
 
     def snapshot(self) -> dict[str, Any]:
