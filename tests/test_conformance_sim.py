@@ -17,7 +17,9 @@ class TestSimulatedCrossbar(BackendConformance):
         preset = PRESETS[request.param]
         self.set_pulse = preset.set_pulse  # type: ignore[misc]
         self.reset_pulse = preset.reset_pulse  # type: ignore[misc]
-        with SimulatedCrossbar(5, 7, preset=request.param, seed=3) as xbar:
+        # Mid-range start: at G_min a soft-bounds RESET moves a device by ~1e-4 of its range,
+        # less than its C2C noise, so the RESET direction would be decided by the noise draw.
+        with SimulatedCrossbar(5, 7, preset=request.param, seed=3, initial="mid") as xbar:
             yield xbar
 
 
