@@ -137,15 +137,16 @@ class DeviceToDevice(BaseModel):
 class CycleToCycle(BaseModel):
     """Cycle-to-cycle write noise: N(0, sigma^2) per pulse, sigma * sqrt(n) for n pulses.
 
-    `sampling="buffered"` draws the deviates from a pre-drawn Gaussian buffer at a random
-    offset and sign per use (the buffer is redrawn every `buffer_reuse` uses), which costs
-    almost nothing per pulse; "exact" draws fresh deviates every time.
+    `sampling="exact"` (default) draws fresh deviates for every plan. "buffered" serves them
+    from a pre-drawn Gaussian buffer at a random offset and sign per use (redrawn every
+    `buffer_reuse` uses): a few ns per device cheaper, but the noise field of one plan
+    reappears, shifted to other devices, in the plans that share the buffer.
     """
 
     model_config = _FROZEN
 
     sigma: float = Field(default=0.0, ge=0.0, lt=0.5, description="fraction of range per pulse")
-    sampling: Literal["buffered", "exact"] = "buffered"
+    sampling: Literal["buffered", "exact"] = "exact"
     buffer_reuse: int = Field(default=64, ge=1)
 
 

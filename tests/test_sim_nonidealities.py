@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -322,3 +323,44 @@ def test_overdriven_convex_devices_saturate_without_nan() -> None:
     with np.errstate(all="raise"):
         xbar.apply(plan(xbar.shape, SET, counts))
     np.testing.assert_array_equal(xbar.states(), 1.0)
+
+
+def _plan_noise(xbar: SimulatedCrossbar, plans: int) -> list[np.ndarray]:
+    """The C2C noise field of each of `plans` one-pulse SET plans on the ideal (linear) device:
+    the state change minus its mean (the deterministic step)."""
+    fields = []
+    for _ in range(plans):
+        x0 = xbar.states().astype(np.float64)
+        xbar.apply(plan(xbar.shape, SET, 1))
+        dx = (xbar.states().astype(np.float64) - x0).reshape(-1)
+        fields.append((dx - dx.mean()) / dx.std())
+    return fields
+
+
+def _max_lagged_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest |correlation| of b with a shifted by any lag (FFT, zero-padded: no wrap)."""
+    size = 2 * a.size
+    xc = np.fft.irfft(np.conj(np.fft.rfft(a, size)) * np.fft.rfft(b, size), size)
+    return float(np.abs(xc).max() / a.size)
+
+
+def test_default_cycle_to_cycle_noise_of_consecutive_plans_is_uncorrelated_at_every_shift() -> None:
+    """A researcher correlating the noise fields of two plans finds nothing at any device
+    offset: neither the same device (lag 0) nor a neighbour, nor a far shift of the array."""
+    xbar = SimulatedCrossbar(256, 256, preset="ideal", seed=3, initial="mid", c2c={"sigma": 0.01})
+    fields = _plan_noise(xbar, 3)
+    n = fields[0].size
+    # Independent fields: each lag is N(0, <= 1/n); the max over 2n lags stays below ~5/sqrt(n).
+    bound = 7.0 / math.sqrt(n)
+    for a, b in itertools.pairwise(fields):
+        assert abs(float(np.dot(a, b)) / n) < 5.0 / math.sqrt(n)
+        assert _max_lagged_correlation(a, b) < bound
+
+
+def test_buffered_cycle_to_cycle_noise_reuses_the_field_of_the_previous_plan() -> None:
+    """The opt-in buffered mode's documented price: one plan's noise reappears, shifted."""
+    xbar = SimulatedCrossbar(
+        256, 256, preset="ideal", seed=3, initial="mid", c2c={"sigma": 0.01, "sampling": "buffered"}
+    )
+    a, b = _plan_noise(xbar, 2)
+    assert _max_lagged_correlation(a, b) > 0.1
