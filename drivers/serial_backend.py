@@ -15,6 +15,7 @@ applied and sends only the rest.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,14 @@ from numpy.typing import NDArray
 
 from drivers import board as B
 from drivers.delivery import Delivery, Ticket
-from drivers.errors import GarbledReply, IdentityError, InstrumentError, LinkError, LinkLost
+from drivers.errors import (
+    GarbledReply,
+    IdentityError,
+    InstrumentError,
+    LinkError,
+    LinkLost,
+    LinkTimeout,
+)
 from drivers.transport import LineTransport
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
 from protocols.errors import InputError
@@ -93,15 +101,24 @@ class PulseBoardBackend(CrossbarBackend):
 
     # -- framing and retries ---------------------------------------------------------------
     def _exchange(self, body: str, timeout_s: float, nlines: int = 1) -> list[str]:
-        """Send one frame and collect `nlines` reply bodies carrying its tag."""
+        """Send one frame and collect `nlines` reply bodies carrying its tag, all within
+        `timeout_s` (one deadline for the whole reply, so a board that keeps sending stale
+        lines cannot hold the driver)."""
         self._tag = (self._tag + 1) % 0x10000
         tag = B.tag_of(self._tag)
         self.stats.requests += 1
         self.transport.write_line(B.encode(tag, body))
         self.transport.round_trips += 1
+        deadline = time.monotonic() + timeout_s
         bodies: list[str] = []
         while len(bodies) < nlines:
-            line = self.transport.read_line(timeout_s)
+            left = deadline - time.monotonic()
+            if left <= 0.0:
+                raise LinkTimeout(
+                    f"{self.transport.name}: no reply to {body.split(' ')[0]} within "
+                    f"{timeout_s:g} s ({self.stats.stale_replies} stale lines so far)"
+                )
+            line = self.transport.read_line(left)
             try:
                 rtag, rbody = B.decode(line)
             except B.FrameError as exc:

@@ -5,7 +5,7 @@ In the manner of PyMeasure's `expected_protocol`: a peer holds the exact ordered
 missing line. The peers are real endpoints (a TCP listener on 127.0.0.1 that pyvisa-py
 connects to, a pseudo-terminal that pyserial opens), so terminations, encodings and
 timeouts are exercised for real. `DROP` as a reply sends nothing; `CLOSE` drops the
-connection after the line.
+connection after the line. A PtyPeer with `gap_s` set trickles its reply lines.
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ class PtyPeer:
         tty.setraw(self.slave)
         tty.setraw(self.master)
         self.path = os.ttyname(self.slave)
+        #: Pause before each reply line (0: a step's replies go out at once).
+        self.gap_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -137,10 +139,14 @@ class PtyPeer:
                 time.sleep(0.01)
                 continue
             for line in lines.feed(chunk):
-                replies = self.script.take(self.who, line)
-                out = b"".join(r + b"\n" for r in replies if r not in (DROP, CLOSE))
-                if out:
-                    os.write(self.master, out)
+                replies = [r for r in self.script.take(self.who, line) if r not in (DROP, CLOSE)]
+                if self.gap_s > 0.0:  # one reply line every gap_s, until stopped
+                    for r in replies:
+                        if self._stop.wait(self.gap_s):
+                            return
+                        os.write(self.master, r + b"\n")
+                elif replies:
+                    os.write(self.master, b"".join(r + b"\n" for r in replies))
 
     def stop(self) -> None:
         self._stop.set()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from driver_peers import DROP, PtyPeer, Script, Step, TcpPeer
 
-from drivers.errors import IdentityError, InstrumentError
+from drivers.errors import IdentityError, InstrumentError, LinkLost
 from drivers.serial_backend import PulseBoardBackend
 from drivers.transport import SerialTransport, VisaTransport
 from drivers.visa_backend import SmuMatrixBackend
@@ -333,6 +333,22 @@ def test_board_stale_reply_is_skipped_and_refusal_raises(boards: list[Board]) ->
     be.close()
     b.script.verify()
     assert be.stats.stale_replies == 1
+
+
+def test_board_flooding_stale_replies_cannot_hold_the_driver(boards: list[Board]) -> None:
+    """A board that keeps sending lines with another tag (one every 50 ms for 3 s) does not
+    keep the driver reading: the request times out after timeout_s, not after the flood."""
+    stale = "RROW 0 1e-05,2e-05,3e-05"
+    b = Board([*BOARD_OPEN, ("RROW? 1", [stale] * 60)])
+    b.script.steps[-1].replies = [frame(0x0999, stale)] * 60
+    boards.append(b)
+    be = b.backend(timeout_s=0.3, retries=1)
+    b.peer.gap_s = 0.05
+    with pytest.raises(LinkLost, match="no valid reply to RROW"):
+        be.read(rows=[1])
+    be.close()
+    # 0.3 s of a 50 ms trickle is about 6 lines; reading until the flood ends would be 60.
+    assert 1 <= be.stats.stale_replies <= 20
 
 
 def test_board_wrong_shape_is_refused(boards: list[Board]) -> None:
