@@ -92,7 +92,7 @@ PRESETS: dict[str, DeviceConfig] = {
         name="alox_hfo2",
         description="AlOx/HfO2 (Woo et al., IEEE EDL 37(8), 2016): 40 states, ON/OFF 4.4",
         source=(
-            f"{_NEUROSIM}; states, NL, C2C and 13.4-59.2 uS as in the MELISO+ device file "
+            f"{_NEUROSIM}; states, NL, C2C and 13.36-59.17 uS as in the MELISO+ device file "
             "device_AlOx-HfO2.yaml"
         ),
         uncertain=(
@@ -101,8 +101,8 @@ PRESETS: dict[str, DeviceConfig] = {
             "D2D sigmas (chosen)",
         ),
         model=NeuroSimModel(
-            g_min_s=13.4e-6,
-            g_max_s=59.2e-6,
+            g_min_s=13.36e-6,
+            g_max_s=59.17e-6,
             states_ltp=40,
             states_ltd=40,
             nl_ltp=1.94,

@@ -23,6 +23,9 @@ def test_table_lists_every_preset_with_its_parameters(capsys: pytest.CaptureFixt
     ag = next(line for line in lines if line.startswith("ag_asi "))
     assert "97/100" in ag and "2.4/-4.88" in ag and "3.5 %" in ag and "12.5" in ag
     assert "3.08 nS - 38.5 nS" in ag
+    # The MELISO+ file device_AlOx-HfO2.yaml cited in docs/devices.md: 13.36-59.17 uS.
+    alox = next(line for line in lines if line.startswith("alox_hfo2 ")).split()
+    assert "4.43" in alox  # ON/OFF 59.17 / 13.36
 
 
 def test_json_list_and_detail(capsys: pytest.CaptureFixture[str]) -> None:
