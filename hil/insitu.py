@@ -19,7 +19,9 @@ each plan's ticket (its batch numbers) journaled with the intent; on resume a pl
 'intent' is settled through it: applied -> marked applied; partly applied -> only the
 missing batches are sent; not applied -> sent. Otherwise the plan is marked 'unknown'. Either
 way the loop continues from a full read (it is closed-loop, so training stays correct, and
-the journal stays honest).
+the journal stays honest). Without a snapshot the journal keeps each plan's counts until a
+checkpoint covers them, so plans sent after the last checkpoint (applied, or unknown and
+so possibly applied) still count in the per-run pulse budget.
 
 The training inputs come from one generator seeded like the float trainer's (W0, then each
 epoch's order and each presentation's corruption, in the same order), so both trainers see
@@ -229,13 +231,13 @@ class InSituTrainer:
             ticket = None if tracker is None else tracker.delivery_ticket(plan).to_json()
             self.journal.record_intent(
                 seq, st.position, st.position // self.per_epoch, kind, plan, energy,
-                delivery=ticket,
+                delivery=ticket, keep=not self.snapshots,
             )  # fmt: skip
         self.backend.apply(plan)
         if replay:
             self.journal.note_replay(seq)
         else:
-            self.journal.mark_applied(seq)
+            self.journal.mark_applied(seq, keep=not self.snapshots)
         self._account(plan, energy)
 
     def _tracker(self) -> TracksDelivery | None:
@@ -470,6 +472,8 @@ class InSituTrainer:
             "backend": self.backend.snapshot() if self.snapshots else None,
         }
         self.rundir.save_checkpoint(st.position, arrays, meta)
+        if not self.snapshots:  # the checkpoint's run counts now hold the kept plans
+            self.journal.forget_plans(st.seq)
 
     def load(self, arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> None:
         st = self.state
@@ -530,6 +534,13 @@ class InSituTrainer:
                 continue
             if record.state == "intent":
                 notes.append(self._settle(record.seq, record.digest))
+            elif (kept := self.journal.kept_plan(record.seq)) is not None:
+                # Sent after the checkpoint: the pulse budget counts it (an unconfirmed plan
+                # too, as it may have been delivered); totals count only what was applied.
+                if record.state == "applied":
+                    self._account(*kept)
+                else:
+                    st.run_counts += kept[0].counts_per_device()
             st.seq = record.seq + 1
             st.position = max(st.position, record.position + 1)
         st.g_est = self.read()
@@ -542,6 +553,9 @@ class InSituTrainer:
         tracker = self._tracker()
         pending = self.journal.pending_delivery(seq) if tracker is not None else None
         if tracker is None or pending is None:
+            kept = self.journal.kept_plan(seq)
+            if kept is not None:  # possibly delivered: the pulse budget counts it
+                self.state.run_counts += kept[0].counts_per_device()
             self.journal.mark_unknown(seq)
             return f"plan {seq} could not be confirmed (marked unknown)"
         if pending.plan.digest() != digest:
@@ -551,7 +565,7 @@ class InSituTrainer:
             )
         ticket = Ticket.from_json(pending.ticket, f"journal {self.journal.path}: plan {seq}")
         found = tracker.complete_delivery(pending.plan, ticket)
-        self.journal.mark_applied(seq)
+        self.journal.mark_applied(seq, keep=True)
         self._account(pending.plan, pending.energy_j)
         return f"plan {seq}: {found.describe()}"
 

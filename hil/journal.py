@@ -12,7 +12,10 @@ resume resolves anyway. This keeps one fsync per plan.
 A backend that tracks delivery (drivers/delivery.py) gives each plan a ticket (for the pulse
 board: its batch numbers) that is journaled with the intent, together with the plan itself
 while it is pending (the copy is dropped once the plan is marked applied), so that a resumed
-run can ask the instrument what it applied and send exactly the rest. Journals written
+run can ask the instrument what it applied and send exactly the rest. A run on a backend
+without a snapshot keeps the copy of every plan (`keep=True`) until a checkpoint covers it
+(`forget_plans`): a resume after a crash between a plan's applied mark and the next
+checkpoint adds that plan's per-device counts to the run's pulse budget. Journals written
 before these columns existed are upgraded in place on opening (the new columns are empty:
 their pending plans resolve as before, to 'unknown').
 
@@ -238,11 +241,14 @@ class Journal:
         energy_j: float,
         *,
         delivery: dict[str, Any] | None = None,
+        keep: bool = False,
     ) -> None:
         """Durably record that `plan` is about to be sent (call before backend.apply).
 
-        With a `delivery` ticket the plan itself is kept too, until it is marked applied.
+        With a `delivery` ticket the plan itself is kept too, until it is marked applied;
+        with `keep` it is kept until `forget_plans` drops it.
         """
+        stored = delivery is not None or keep
         signed = [(g.shape.polarity, g.total) for g in plan.groups]
         set_p = sum(n for pol, n in signed if pol > 0)
         reset_p = sum(n for pol, n in signed if pol < 0)
@@ -266,15 +272,17 @@ class Journal:
                     float(energy_j),
                     time.time(),
                     None if delivery is None else json.dumps(delivery),
-                    None if delivery is None else plan_to_bytes(plan),
+                    plan_to_bytes(plan) if stored else None,
                 ),
             )
 
-    def mark_applied(self, seq: int) -> None:
+    def mark_applied(self, seq: int, *, keep: bool = False) -> None:
+        """The plan was delivered; its kept copy is dropped unless `keep`."""
         with self._tx() as c:
             cur = c.execute(
-                "UPDATE plans SET state = 'applied', t_applied = ?, plan = NULL WHERE seq = ?",
-                (time.time(), seq),
+                "UPDATE plans SET state = 'applied', t_applied = ?, "
+                "plan = CASE WHEN ? THEN plan ELSE NULL END WHERE seq = ?",
+                (time.time(), int(keep), seq),
             )
             if cur.rowcount != 1:
                 raise JournalError(f"journal {self.path}: no plan {seq} to mark applied")
@@ -291,7 +299,28 @@ class Journal:
     def mark_unknown(self, seq: int) -> None:
         """A plan whose delivery neither the journal nor the backend can confirm."""
         with self._tx() as c:
-            c.execute("UPDATE plans SET state = 'unknown', plan = NULL WHERE seq = ?", (seq,))
+            c.execute("UPDATE plans SET state = 'unknown' WHERE seq = ?", (seq,))
+
+    def kept_plan(self, seq: int) -> tuple[PulsePlan, float] | None:
+        """The kept copy of plan `seq` and its energy estimate, if the journal holds one."""
+        row = self._conn.execute(
+            "SELECT plan, energy_j FROM plans WHERE seq = ?", (seq,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            return plan_from_bytes(row[0]), float(row[1])
+        except (ValueError, KeyError, OSError) as exc:
+            raise JournalError(
+                f"journal {self.path}: plan {seq}: the journaled copy cannot be read ({exc})"
+            ) from exc
+
+    def forget_plans(self, below_seq: int) -> None:
+        """Drop the kept copies of plans before `below_seq` (a checkpoint now covers them)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE plans SET plan = NULL WHERE seq < ? AND plan IS NOT NULL", (below_seq,)
+            )
 
     def pending_delivery(self, seq: int) -> PendingDelivery | None:
         """The ticket and plan of plan `seq` if it is in 'intent' with both journaled."""

@@ -255,6 +255,44 @@ def test_non_finite_config_values_are_refused(data: dict[str, Any], field: str) 
     assert "finite" in str(info.value)
 
 
+def test_resume_without_snapshot_counts_plans_sent_after_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """An instrument is resumed from a full read: the pulse budget must still see every plan."""
+    cfg, model, patterns = resolve(load_config(small_config(tmp_path)))
+    rundir = RunDir.create(tmp_path / "run")
+    rundir.write_json("config.json", cfg.model_dump(mode="json"))
+    journal = Journal(rundir.journal_path)
+    trainer = _build(cfg, model, patterns, rundir, journal, None)
+    trainer.snapshots = False  # as an instrument: no snapshot to restore
+    trainer.start()
+    checkpointed = trainer.state.run_counts.copy()
+    trainer.step()
+    trainer.step()  # applied and marked, not checkpointed
+    last = trainer.journal.plans()[-1]
+    stray = trainer.journal.kept_plan(last.seq)
+    assert stray is not None and trainer.state.totals.plans > 0
+    st = trainer.state  # and one more plan journaled and sent, then the process dies
+    journal.record_intent(st.seq, st.position, 0, "update", stray[0], stray[1], keep=True)
+    array = trainer.backend
+    array.apply(stray[0])
+    journal.close()
+    assert (array.pulse_counts != checkpointed).any()
+
+    with Journal(rundir.journal_path) as journal2:
+        resumed = _build(cfg, model, patterns, rundir, journal2, None)
+        resumed.backend.close()
+        resumed.backend, resumed.snapshots = array, False
+        note = resumed.resume()
+        assert "marked unknown" in note
+        np.testing.assert_array_equal(resumed.state.run_counts, array.pulse_counts)
+        delivered = int(array.pulse_counts.sum()) - stray[0].total_pulses
+        assert resumed.state.totals.pulses == delivered  # the unknown plan is not a total
+        resumed.checkpoint()
+        assert all(journal2.kept_plan(p.seq) is None for p in journal2.plans())
+    array.close()
+
+
 def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "plain-file"
     blocker.write_text("x")
