@@ -211,7 +211,7 @@ class SmuCore:
         elif head == S.SOUR_PULS_DEL:
             self.delay_s = _ranged(arg, 0.0, 100.0)
         elif head == S.SENS_CURR_PROT:
-            self.compliance_a = _ranged(arg, 1e-9, S.SMU_MAX_COMPLIANCE_A)
+            self.compliance_a = _ranged(arg, S.SMU_MIN_COMPLIANCE_A, S.SMU_MAX_COMPLIANCE_A)
         elif head == S.TRIG_SOUR and arg in ("TIM", "AINT", "BUS"):
             self.trig_source = arg
         elif head == S.TRIG_TIM:

@@ -50,6 +50,7 @@ NO_ERROR = '+0,"No error"'
 SMU_MAX_ABS_V = 21.0  # this station's cap (the 20 V range), not the instrument's maximum
 SMU_MIN_WIDTH_S = 50e-6  # pulse width 50 us .. 99 999.9 s
 SMU_MAX_WIDTH_S = 99_999.9
+SMU_MIN_COMPLIANCE_A = 1e-9
 SMU_MAX_COMPLIANCE_A = 1.5
 SMU_TRACE_CAPACITY = 100_000
 SMU_ERROR_QUEUE_DEPTH = 32

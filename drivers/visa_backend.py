@@ -68,6 +68,14 @@ class SmuMatrixBackend(CrossbarBackend):
             )
         if not 0.0 < read_v <= 1.0:
             raise InputError(f"read_v={read_v!r} V: a read must stay in (0, 1] V")
+        compliance = self.limits.compliance_a
+        if not S.SMU_MIN_COMPLIANCE_A <= compliance <= S.SMU_MAX_COMPLIANCE_A:
+            smu.close()
+            matrix.close()
+            raise InputError(
+                f"limits compliance_a={compliance:g} A is outside the SMU's compliance range "
+                f"[{S.SMU_MIN_COMPLIANCE_A:g}, {S.SMU_MAX_COMPLIANCE_A:g}] A"
+            )
         self.smu, self.matrix = smu, matrix
         self.g_range_s = g_range_s
         self.read_v = float(read_v)
@@ -189,6 +197,11 @@ class SmuMatrixBackend(CrossbarBackend):
             if abs(amp) > S.SMU_MAX_ABS_V:
                 raise InputError(
                     f"group {k}: amplitude {amp:g} V beyond the SMU's ±{S.SMU_MAX_ABS_V:g} V"
+                )
+            if width > S.SMU_MAX_WIDTH_S:
+                raise InputError(
+                    f"group {k}: width {width:g} s is above the SMU's maximum pulse width "
+                    f"{S.SMU_MAX_WIDTH_S:g} s"
                 )
             if width < self.min_width_s:
                 raise InputError(

@@ -204,6 +204,22 @@ def test_visa_too_short_pulse_is_refused_before_sending(station: list[Station]) 
     st.script.verify()
 
 
+def test_visa_too_long_pulse_is_refused_before_sending(station: list[Station]) -> None:
+    st = make(station, [*visa_open(), *visa_close()])
+    be = st.backend(limits=SafetyLimits(max_width_s=1e6))
+    with pytest.raises(ValueError, match=r"above the SMU's maximum pulse width 99999\.9 s"):
+        be.apply(plan((2, 2), 1.5, 2e5, {(0, 0): 1}))
+    be.close()
+    st.script.verify()
+
+
+def test_visa_compliance_outside_the_smu_range_sends_nothing(station: list[Station]) -> None:
+    st = make(station, [])
+    with pytest.raises(ValueError, match=r"compliance_a=2 A is outside .* \[1e-09, 1.5\] A"):
+        st.backend(limits=SafetyLimits(compliance_a=2.0))
+    st.script.verify()
+
+
 def test_visa_wrong_instrument_is_refused(station: list[Station]) -> None:
     st = make(station, [smu(b"*IDN?", b"Rigol Technologies,DP832,DP8A1234,00.01.14")])
     with pytest.raises(IdentityError, match="not a B2900-series SMU"):
