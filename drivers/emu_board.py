@@ -169,7 +169,10 @@ class BoardCore:
         plan = plan_of(self.rows, self.cols, groups, staging.bias)
         pulses = plan.total_pulses
         if pulses:
-            self.array.apply(plan)
+            try:
+                self.array.apply(plan)
+            except ValueError as exc:  # the array refused the plan: nothing was applied
+                raise _Refuse(B.E_RANGE, str(exc)[:80]) from None
         self.last_batch, self.last_pulses = staging.batch, pulses
         self.total_pulses += pulses
         self._staging = None

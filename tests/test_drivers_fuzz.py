@@ -96,6 +96,21 @@ def test_board_core_refuses_unknown_commands(core: BoardCore, body: str) -> None
     assert_board_alive(core)
 
 
+def test_board_core_refuses_a_batch_its_array_refuses() -> None:
+    """A core over an array with its own limits (3 V here) answers ERR 3, applies nothing,
+    and keeps serving; it does not raise out of `handle` (which would kill the emulator)."""
+    from sim_backend import SimulatedCrossbar
+
+    core = BoardCore(SimulatedCrossbar(2, 3, preset="ideal", seed=1))
+    for k, body in enumerate(["BEGIN 1 1 none", "SHAPE 1 0 5.0 1e-07 0", "ROW 1 0 0 1,0,0"]):
+        assert B.decode(core.handle(frame(f"000{k}", body))[0])[1].startswith("OK ")
+    tag, body = B.decode(core.handle(frame("0009", "EXEC 1"))[0])
+    assert (tag, body.split(" ")[:2]) == ("0009", ["ERR", "3"])
+    assert "exceeds max_set_v=3 V" in body
+    assert core.last_batch == 0 and core.array.pulse_counts.sum() == 0
+    assert_board_alive(core)
+
+
 @pytest.fixture(scope="module")
 def station() -> Station:
     return Station(make_array(2, 2, preset="ideal", seed=1), min_width_s=1e-9)
