@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -230,9 +231,20 @@ class RunDir:
         found = [p for p in self.checkpoint_dir.iterdir() if _CKPT.match(p.name)]
         return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)))  # type: ignore[union-attr]
 
+    def load_npz(self, path: Path, need: tuple[str, ...] = ()) -> dict[str, NDArray[Any]]:
+        """Every array of an .npz file, or a one-line `RunDirError` naming the file."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunDirError(f"cannot read {path}: {exc}") from None
+        missing = [k for k in need if k not in arrays]
+        if missing:
+            raise RunDirError(f"cannot read {path}: it holds no {', '.join(missing)}")
+        return arrays
+
     def load_checkpoint(self, path: Path) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = self.load_npz(path, (_META_KEY,))
         tree = json.loads(arrays.pop(_META_KEY).tobytes().decode())
         meta = unpack(tree, arrays)
         plain = {k: v for k, v in arrays.items() if "#" not in k}
@@ -243,6 +255,6 @@ class RunDir:
         for path in reversed(self.checkpoints()):
             try:
                 return self.load_checkpoint(path)
-            except (OSError, ValueError, KeyError):
+            except (RunDirError, ValueError, KeyError):  # damaged: try the one before
                 continue
         return None

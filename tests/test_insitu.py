@@ -366,6 +366,30 @@ def test_evaluate_an_unfinished_run_from_its_latest_checkpoint(tmp_path: Path) -
     assert np.abs(w_est).max() < 0.3
 
 
+def test_evaluate_refuses_a_damaged_final_state_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil import cli as hil_cli
+
+    cfg, _, _ = resolve(load_config(small_config(tmp_path)))
+    rundir = RunDir.create(tmp_path / "damaged")
+    rundir.write_json("config.json", cfg.model_dump(mode="json"))
+    cases = [
+        (b"PK\x03\x04 cut short", "cannot read"),
+        ({"other": np.ones(3)}, "holds no weights"),
+        ({"weights": np.full((9, 9), np.nan)}, "non-finite"),
+    ]
+    for content, fragment in cases:
+        if isinstance(content, bytes):
+            rundir.final_path.write_bytes(content)
+        else:
+            rundir.save_npz(rundir.final_path, content)
+        assert hil_cli.main(["evaluate", str(rundir.path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err
+    assert not (rundir.path / "evaluation.json").exists()
+
+
 def test_compact_planning_names_the_real_device_and_scatters_counts_back() -> None:
     from hil.pulse_planner import UpdatePlanner
     from protocols.limits import LimitViolation, SafetyLimits

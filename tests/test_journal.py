@@ -147,6 +147,13 @@ def test_checkpoints_are_atomic_pickle_free_and_pruned(tmp_path: Path) -> None:
     g2 = np.random.default_rng()
     g2.bit_generator.state = loaded["backend"]["rng"]
     assert g2.random() == gen.random()
+    # A damaged newest checkpoint (truncated zip) falls back to the one before it.
+    newest = rd.checkpoints()[-1]
+    newest.write_bytes(newest.read_bytes()[:200])
+    found = rd.latest_checkpoint()
+    assert found is not None and found[0]["g_est"][0, 0] == 7
+    with pytest.raises(RunDirError, match=f"cannot read {newest}"):
+        rd.load_checkpoint(newest)
 
 
 def test_pack_refuses_objects_it_cannot_store_without_pickle() -> None:

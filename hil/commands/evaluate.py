@@ -47,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = validate_config(data, "options")
     if rundir.final_path.is_file():
-        with np.load(rundir.final_path, allow_pickle=False) as f:
-            W = np.asarray(f["weights"], dtype=np.float64)
+        W = np.asarray(rundir.load_npz(rundir.final_path, ("weights",))["weights"], dtype=float)
         source = "final.npz (final read of the array)"
     else:
         found = rundir.latest_checkpoint()
@@ -71,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         if cfg.mapping.tie_symmetric and cfg.rule.symmetric:
             W = 0.5 * (W + W.T)
         source = f"checkpoint at presentation {meta['position']} (weight estimate)"
+    if not np.all(np.isfinite(W)):
+        raise InputError(f"{rundir.path}: the saved weights hold non-finite values")
     patterns = load_pattern_set(cfg)
     if W.shape != (patterns.size, patterns.size):
         raise InputError(
