@@ -434,6 +434,24 @@ def test_ispp_climbs_while_the_device_resists_and_restarts_after_overshoot() -> 
     assert planner.status == "converged"
 
 
+def test_write_verify_refuses_a_target_outside_the_response_window() -> None:
+    tol = 0.02 * (LINEAR.g_max_s - LINEAR.g_min_s)
+    scheme = WriteVerifyScheme(kind="write_verify", tolerance_frac=0.02)
+    targets = np.full((2, 2), 0.5 * (LINEAR.g_min_s + LINEAR.g_max_s))
+    targets[0, 0] = LINEAR.g_max_s + 0.9 * tol  # reachable within tolerance
+    WriteVerifyPlanner(scheme, NOMINAL, ROOMY, LINEAR, targets)
+    targets[1, 0] = LINEAR.g_max_s + 1.5 * tol
+    with pytest.raises(InputError, match=r"device \(row=1, col=0\).*outside the response"):
+        WriteVerifyPlanner(scheme, NOMINAL, ROOMY, LINEAR, targets)
+    mask = np.ones((2, 2), dtype=bool)
+    mask[1, 0] = False  # a device left alone may hold any target
+    WriteVerifyPlanner(scheme, NOMINAL, ROOMY, LINEAR, targets, mask=mask)
+    with SimulatedCrossbar(2, 2, preset="ideal", seed=0, limits=ROOMY) as array:
+        with pytest.raises(InputError, match="outside the response"):
+            program(array, targets, scheme=scheme, pulses=NOMINAL, response=LINEAR)
+        assert not array.pulse_counts.any()
+
+
 @pytest.mark.parametrize("preset", ["ideal", "taox_hfox", "vteam"])
 def test_write_verify_programs_a_simulated_array(preset: str) -> None:
     with SimulatedCrossbar(4, 4, preset=preset, seed=2, limits=ROOMY) as array:

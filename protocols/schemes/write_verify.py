@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.plan import PulseGroup, PulsePlan
 from protocols.response import DeviceResponse
@@ -63,6 +64,17 @@ class WriteVerifyPlanner:
         self.tolerance_s = (
             scheme.tolerance_s if scheme.tolerance_s is not None else scheme.tolerance_frac * span
         )
+        # A target the device cannot reach would be pulsed at climbing ISPP levels for every
+        # iteration: refuse it before anything is planned.
+        lo, hi = response.g_min_s - self.tolerance_s, response.g_max_s + self.tolerance_s
+        outside = self.mask & ((self.targets < lo) | (self.targets > hi))
+        if outside.any():
+            r, c = np.argwhere(outside)[0]
+            raise InputError(
+                f"targets at device (row={r}, col={c}) is {self.targets[r, c]:.4g} S, outside "
+                f"the response window [{response.g_min_s:.4g}, {response.g_max_s:.4g}] S "
+                f"(+- tolerance {self.tolerance_s:.3g} S)"
+            )
         self._cap_set = _level_cap(
             scheme, pulses.set.amplitude_v, pulses.set.width_s, limits.max_set_v, limits.max_width_s
         )
