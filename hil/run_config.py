@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hil.learning import RuleConfig
 from protocols.errors import InputError
@@ -151,6 +158,15 @@ class RunConfig(_Strict):
     )
     run: RunSection = RunSection()
 
+    @model_validator(mode="after")
+    def _w0_fits(self) -> RunConfig:
+        if self.training.w0_range > self.mapping.w_max:
+            raise ValueError(
+                f"training.w0_range = {self.training.w0_range:g} exceeds mapping.w_max = "
+                f"{self.mapping.w_max:g}: W0 ~ U[-r, r] must fit the devices' window"
+            )
+        return self
+
 
 def _describe(exc: ValidationError, source: str) -> str:
     parts = []
@@ -160,6 +176,9 @@ def _describe(exc: ValidationError, source: str) -> str:
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
+        if not err["loc"]:  # a check across fields: its message names them and the values
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
         parts.append(f"{loc}: {err['msg']} (got {shown})")
     more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
     return f"{source}: " + "; ".join(parts) + more

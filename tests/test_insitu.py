@@ -226,6 +226,16 @@ def test_invalid_config_or_protocol_is_refused_before_any_pulse(tmp_path: Path) 
         assert not (out / "journal.sqlite").exists()  # nothing was started, no pulse sent
 
 
+def test_a_w0_range_wider_than_the_mapping_is_refused_before_the_run() -> None:
+    with pytest.raises(InputError) as info:
+        validate_config({"training": {"w0_range": 0.6}, "mapping": {"w_max": 0.5}}, "cfg.yaml")
+    assert str(info.value) == (
+        "cfg.yaml: training.w0_range = 0.6 exceeds mapping.w_max = 0.5: W0 ~ U[-r, r] must fit "
+        "the devices' window"
+    )
+    assert validate_config({"training": {"w0_range": 0.5}}).training.w0_range == 0.5
+
+
 @pytest.mark.parametrize(
     ("data", "field"),
     [
