@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hil.run_config import RunConfig
-from protocols.backend import CrossbarBackend
+from protocols.backend import BackendError, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits, check_plan
 from protocols.plan import PulseGroup, PulsePlan
@@ -127,13 +127,17 @@ def open_backend(cfg: RunConfig, rows: int, cols: int, limits: SafetyLimits) -> 
         options["resource"] = cfg.backend.resource
     if cfg.backend.port is not None:
         options["port"] = cfg.backend.port
-    backend: CrossbarBackend = open_instrument(
-        kind,
-        rows=rows,
-        cols=cols,
-        limits=limits,
-        preset=cfg.backend.preset,
-        seed=cfg.seed,
-        **options,
-    )
+    try:
+        backend: CrossbarBackend = open_instrument(
+            kind,
+            rows=rows,
+            cols=cols,
+            limits=limits,
+            preset=cfg.backend.preset,
+            seed=cfg.seed,
+            **options,
+        )
+    except BackendError as exc:  # no link, wrong port, wrong identity: nothing was sent
+        where = cfg.backend.port or cfg.backend.resource or "the instrument"
+        raise InputError(f"backend {kind}: cannot open {where}: {exc}") from None
     return backend

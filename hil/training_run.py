@@ -26,6 +26,7 @@ from hil.patterns import PatternSet, builtin_patterns, load_patterns, test_set
 from hil.pulse_planner import UpdatePlanner
 from hil.run_config import RunConfig, validate_config
 from hil.rundir import RunDir
+from protocols.backend import CrossbarBackend
 
 Progress = Callable[[ControllerState, int], None]
 
@@ -57,6 +58,21 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
     return resolved, model, patterns
 
 
+def _mapping(cfg: RunConfig, model: DeviceModel, patterns: PatternSet) -> DifferentialMapping:
+    return DifferentialMapping.from_range(
+        patterns.size,
+        model.response.g_min_s,
+        model.response.g_max_s,
+        w_max=cfg.mapping.w_max,
+        layout=cfg.mapping.layout,
+    )
+
+
+def _open(cfg: RunConfig, model: DeviceModel, patterns: PatternSet) -> CrossbarBackend:
+    rows, cols = _mapping(cfg, model, patterns).shape
+    return open_backend(cfg, rows, cols, model.limits)
+
+
 def _build(
     cfg: RunConfig,
     model: DeviceModel,
@@ -64,16 +80,12 @@ def _build(
     rundir: RunDir,
     journal: Journal,
     progress: Progress | None,
+    backend: CrossbarBackend | None = None,
 ) -> InSituTrainer:
-    n = patterns.size
-    mapping = DifferentialMapping.from_range(
-        n,
-        model.response.g_min_s,
-        model.response.g_max_s,
-        w_max=cfg.mapping.w_max,
-        layout=cfg.mapping.layout,
-    )
-    backend = open_backend(cfg, mapping.shape[0], mapping.shape[1], model.limits)
+    """The trainer of a run; `backend` is opened here unless the caller already has it."""
+    mapping = _mapping(cfg, model, patterns)
+    if backend is None:
+        backend = open_backend(cfg, mapping.shape[0], mapping.shape[1], model.limits)
     trainer: InSituTrainer | None = None
 
     def counts() -> np.ndarray:
@@ -105,21 +117,25 @@ def journal_sync(cfg: RunConfig) -> SyncMode:
 
 def start_run(cfg: RunConfig, out: str | Path, progress: Progress | None = None) -> RunOutcome:
     resolved, model, patterns = resolve(cfg)
-    rundir = RunDir.create(out)
-    # The resolved config first: from here on the directory is a run that --resume continues.
-    rundir.write_json("config.json", resolved.model_dump(mode="json"))
-    journal = Journal(rundir.journal_path, sync=journal_sync(resolved))
-    journal.set_meta("status", "running")
-    journal.set_meta("device_model", model.source)
-    trainer = _build(resolved, model, patterns, rundir, journal, progress)
-    t0 = time.perf_counter()
+    # The array first: an instrument that cannot be opened leaves no run directory behind.
+    backend = _open(resolved, model, patterns)
+    journal: Journal | None = None
     try:
+        rundir = RunDir.create(out)
+        # The resolved config next: from here on the directory is a run that --resume continues.
+        rundir.write_json("config.json", resolved.model_dump(mode="json"))
+        journal = Journal(rundir.journal_path, sync=journal_sync(resolved))
+        journal.set_meta("status", "running")
+        journal.set_meta("device_model", model.source)
+        trainer = _build(resolved, model, patterns, rundir, journal, progress, backend)
+        t0 = time.perf_counter()
         trainer.start()
         trainer.run()
         report = finish_run(trainer, patterns, time.perf_counter() - t0)
     finally:
-        trainer.backend.close()
-        journal.close()
+        backend.close()
+        if journal is not None:
+            journal.close()
     return RunOutcome(rundir, report)
 
 

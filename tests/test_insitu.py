@@ -217,13 +217,15 @@ def test_invalid_config_or_protocol_is_refused_before_any_pulse(tmp_path: Path) 
         (["--config", str(strict_limits)], "max_set_v"),
         (["--protocol", str(proto)], "max_set_v"),
         (["--preset", "no_such_device"], "no_such_device"),
+        (["--backend", "serial", "--port", str(tmp_path / "no-port")], "cannot open"),
+        (["--backend", "visa"], "--resource"),
     ]
     for k, (args, fragment) in enumerate(cases):
         out = tmp_path / f"never-{k}"
         done = cli("train", *args, "--out", str(out), "--quiet", "--epochs", "1")
         assert done.returncode == 2, (args, done.stderr)
         assert fragment in done.stderr and "Traceback" not in done.stderr
-        assert not (out / "journal.sqlite").exists()  # nothing was started, no pulse sent
+        assert not out.exists()  # nothing was started, no pulse sent, nothing half-written
 
 
 def test_a_w0_range_wider_than_the_mapping_is_refused_before_the_run() -> None:
