@@ -201,6 +201,13 @@ def test_bad_characterize_input_is_one_line_exit_2(
     with pytest.raises(SystemExit) as info:
         cli.main(["characterize", path, "--out", out, "--devices", "0"])
     assert info.value.code == 2
+    capsys.readouterr()
+    no_port = str(tmp_path / "no-port")
+    args = ["characterize", path, "--out", out, "--backend", "serial", "--port", no_port]
+    assert cli.main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot open {no_port}" in err[0]
+    assert not Path(out).exists()
 
 
 def _taox_with(tmp_path: Path, limits: dict[str, float], g_max_top: float | None) -> Path:

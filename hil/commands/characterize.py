@@ -22,7 +22,7 @@ from hil.characterization import (
     device_grid,
     to_json,
 )
-from protocols.backend import CrossbarBackend
+from protocols.backend import BackendError, CrossbarBackend
 from protocols.errors import InputError
 from protocols.protocol_file import load_protocol
 from protocols.spec import ProtocolFile
@@ -53,18 +53,22 @@ def _open_instrument(
         from drivers import open_backend
     except ImportError:
         raise InputError(f"--backend {args.backend}: instrument drivers are unavailable") from None
-    return open_backend(
-        args.backend,
-        rows=rows,
-        cols=cols,
-        limits=protocol.limits.safety_limits(),
-        preset=args.preset or protocol.preset or "ideal",
-        seed=args.seed,
-        resource=args.resource,
-        port=args.port,
-        matrix_resource=getattr(args, "matrix_resource", None),
-        dry_run=getattr(args, "dry_run", None),
-    )
+    try:
+        return open_backend(
+            args.backend,
+            rows=rows,
+            cols=cols,
+            limits=protocol.limits.safety_limits(),
+            preset=args.preset or protocol.preset or "ideal",
+            seed=args.seed,
+            resource=args.resource,
+            port=args.port,
+            matrix_resource=getattr(args, "matrix_resource", None),
+            dry_run=getattr(args, "dry_run", None),
+        )
+    except BackendError as exc:  # no link, wrong port, wrong identity: nothing was sent
+        where = args.port or args.resource or "the instrument"
+        raise InputError(f"--backend {args.backend}: cannot open {where}: {exc}") from None
 
 
 #: The one place a backend kind becomes a backend; add instrument kinds here.
