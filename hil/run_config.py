@@ -25,6 +25,7 @@ from pydantic import (
 from hil.learning import RuleConfig
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
+from protocols.protocol_file import reject_duplicate_keys
 from protocols.response import NeuroSimResponse
 from protocols.spec import Scheme
 
@@ -227,6 +228,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise InputError(f"config {p}: YAML syntax error{where}: {problem}") from None
     if not isinstance(data, dict):
         raise InputError(f"config {p}: the run config must be a mapping, got {type(data).__name__}")
+    if suffix != ".toml":  # TOML refuses a repeated key itself
+        reject_duplicate_keys(text, f"config {p}", suffix)
     return data
 
 

@@ -175,7 +175,54 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> ProtocolFile:
         raise InputError(format_validation_error(source, exc)) from None
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(key)
+        out[key] = value
+    return out
+
+
+def reject_duplicate_keys(text: str, source: str, suffix: str) -> None:
+    """InputError if one mapping of a YAML or JSON text names a key twice.
+
+    Both parsers keep the last value silently, so a limit written twice would take the
+    value the reader did not notice. YAML is only composed (no object is constructed).
+    """
+    if suffix == ".json":
+        try:
+            json.loads(text, object_pairs_hook=_no_duplicates)
+        except ValueError as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                return  # a syntax error: the parser's own message says where
+            raise InputError(
+                f"{source}: key {exc.args[0]!r} appears twice in one mapping"
+            ) from None
+        return
+    try:
+        stack = [yaml.compose(text, Loader=yaml.SafeLoader)]
+    except yaml.YAMLError:
+        return
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        raise InputError(
+                            f"{source}: line {key.start_mark.line + 1}: key {key.value!r} "
+                            "appears twice in one mapping"
+                        )
+                    seen.add(key.value)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
 def _parse_text(text: str, source: str, suffix: str) -> Any:
+    reject_duplicate_keys(text, source, suffix)
     if suffix == ".json":
         try:
             return json.loads(text)

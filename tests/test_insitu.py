@@ -202,6 +202,8 @@ def test_invalid_config_or_protocol_is_refused_before_any_pulse(tmp_path: Path) 
     bad_field.write_text("mapping:\n  w_max: -1.0\n")
     bad_key = tmp_path / "bad.toml"
     bad_key.write_text("[mapping]\nw_maxx = 1.0\n")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("limits:\n  max_set_v: 1.0\n  max_set_v: 3.0\n")
     strict_limits = small_config(tmp_path, limits={"max_set_v": 1.0})
     infinite = tmp_path / "inf.yaml"
     infinite.write_text("training:\n  w0_range: .inf\n")
@@ -214,6 +216,7 @@ def test_invalid_config_or_protocol_is_refused_before_any_pulse(tmp_path: Path) 
         (["--config", str(bad_field)], "mapping.w_max"),
         (["--config", str(bad_key)], "mapping.w_maxx"),
         (["--config", str(infinite)], "training.w0_range"),
+        (["--config", str(twice)], "line 3: key 'max_set_v' appears twice"),
         (["--config", str(strict_limits)], "max_set_v"),
         (["--protocol", str(proto)], "max_set_v"),
         (["--preset", "no_such_device"], "no_such_device"),

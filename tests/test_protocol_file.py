@@ -25,6 +25,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "acceptance_reversed.yaml": ("acceptance.nl_ltp", "min (3) is above max (1)"),
     "amplitude_over_limit.yaml": ("pulses.set.amplitude_v", "5 V", "max_set_v = 3 V"),
     "comment_only.yaml": ("empty", "expected a mapping"),
+    "duplicate_key.json": ("key 'max_set_v' appears twice",),
+    "duplicate_key.yaml": ("line 8", "key 'max_set_v' appears twice"),
     "edges_longer_than_pulse.yaml": ("pulses.set", "rise_s + fall_s"),
     "empty.yaml": ("empty", "expected a mapping"),
     "half_select_over_limit.yaml": ("v2", "1 V", "max_half_select_v = 0.8 V"),
