@@ -381,6 +381,26 @@ def test_evaluate_an_unfinished_run_from_its_latest_checkpoint(tmp_path: Path) -
     assert np.abs(w_est).max() < 0.3
 
 
+def test_resume_refuses_options_it_would_otherwise_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil import cli as hil_cli
+
+    run = str(tmp_path / "run")  # never opened: the options are refused first
+    for extra in (
+        ["--port", "/dev/ttyUSB1"],
+        ["--resource", "TCPIP::127.0.0.1::5025::SOCKET"],
+        ["--matrix-resource", "TCPIP::127.0.0.1::5026::SOCKET"],
+        ["--dry-run", str(tmp_path / "stream.txt")],
+        ["--response", str(tmp_path / "characterization.json")],
+        ["--epochs", "3"],
+    ):
+        assert hil_cli.main(["train", "--resume", run, *extra, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"drop {extra[0]}" in err[0], err
+    assert not (tmp_path / "stream.txt").exists()
+
+
 def test_evaluate_refuses_a_damaged_final_state_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -166,13 +166,20 @@ def run(args: argparse.Namespace) -> int:
                     "epochs",
                     "seed",
                     "patterns",
+                    "response",
+                    "resource",
+                    "port",
+                    "matrix_resource",
+                    "dry_run",
                     "out",
                 )
-                if getattr(args, name) not in (None, False)
+                if getattr(args, name, None) not in (None, False)
             ]
             if others:
+                flag = others[0].replace("_", "-")
                 raise InputError(
-                    f"--resume continues a run with its own config; drop --{others[0]}"
+                    f"--resume continues a run with its own config ({args.resume}/config.json); "
+                    f"drop --{flag}"
                 )
             bar.epochs = _epochs_of(Path(args.resume))
             outcome = resume_run(args.resume, progress=bar)
