@@ -39,7 +39,7 @@ from protocols.errors import InputError
 from protocols.limits import LimitViolation, check_plan
 from protocols.plan import PulseGroup, PulsePlan
 from protocols.response import _NL_MAX, NeuroSimResponse, curve, nl_to_a
-from protocols.spec import AcceptanceSpec, ProtocolFile, ReadSpec, StateKind
+from protocols.spec import AcceptanceSpec, ProtocolFile, StateKind
 
 F64 = NDArray[np.float64]
 
@@ -642,7 +642,3 @@ def characterize(
     result = extract(traces, protocol.characterize.state)
     judge(result, protocol.acceptance)
     return traces, result
-
-
-def read_spec_note(read: ReadSpec) -> str:
-    return f"read at {read.voltage_v:g} V, {read.averages} average(s)"

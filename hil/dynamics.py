@@ -46,10 +46,6 @@ class Relaxation:
     #: Unsettled at t_max with a larger residual than at t_max / 2: moving away, not settling.
     growing: NDArray[np.bool_] | None = None
 
-    @property
-    def all_settled(self) -> bool:
-        return bool(self.converged.all())
-
 
 def _as_batch(x: Array | float, batch: int, n: int, name: str) -> Array:
     arr = np.asarray(x, dtype=np.float64)

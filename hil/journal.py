@@ -337,11 +337,6 @@ class Journal:
                 f"journal {self.path}: plan {seq}: the journaled copy cannot be read ({exc})"
             ) from exc
 
-    def deliveries(self) -> list[tuple[int, str, dict[str, Any] | None]]:
-        """(seq, state, ticket) of every plan, in order."""
-        rows = self._conn.execute("SELECT seq, state, delivery FROM plans ORDER BY seq")
-        return [(r[0], r[1], None if r[2] is None else json.loads(r[2])) for r in rows]
-
     def plan(self, seq: int) -> PlanRecord | None:
         row = self._conn.execute(
             "SELECT seq, position, epoch, kind, digest, pulses, state, replays FROM plans "

@@ -20,7 +20,6 @@ from protocols.limits import LimitViolation, SafetyLimits
 from protocols.plan import PulseGroup, PulsePlan
 from protocols.response import DeviceResponse
 from protocols.schemes import UpdateRequest, WriteVerifyPlanner, plan_request
-from protocols.schemes.common import expected_after
 from protocols.spec import (
     ManhattanScheme,
     OuterProductScheme,
@@ -197,6 +196,3 @@ class UpdatePlanner:
         )
         active = np.ones(target.shape, dtype=bool)
         return self.write_verify(scheme, target, g, active, send=send, read=read)
-
-    def expected(self, plan: PulsePlan, g: Array) -> Array:
-        return expected_after(plan, g, self.response)

@@ -7,7 +7,6 @@ corrupted -> reconstructed examples. Every file is written atomically.
 from __future__ import annotations
 
 import io
-import json
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -161,7 +160,3 @@ def write_report(
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures]
     lines += ["", "Full numbers: `report.json`; every plan: `journal.sqlite`.", ""]
     write_atomic(rundir.path / "report.md", "\n".join(lines).encode())
-
-
-def load_report(rundir: RunDir) -> dict[str, Any]:
-    return dict(json.loads((rundir.path / "report.json").read_text()))
