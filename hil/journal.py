@@ -172,6 +172,7 @@ class Journal:
     def __init__(self, path: str | Path, *, sync: SyncMode = "full") -> None:
         self.path = Path(path)
         self.sync = sync
+        self._forgotten_below = 0  # forget_plans has visited every seq below this
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -316,11 +317,17 @@ class Journal:
             ) from exc
 
     def forget_plans(self, below_seq: int) -> None:
-        """Drop the kept copies of plans before `below_seq` (a checkpoint now covers them)."""
+        """Drop the kept copies of plans before `below_seq` (a checkpoint now covers them).
+
+        Only the rows since the previous call are visited (a range of the primary key), so
+        a checkpoint after every presentation stays O(plans since the last one).
+        """
         with self._tx() as c:
             c.execute(
-                "UPDATE plans SET plan = NULL WHERE seq < ? AND plan IS NOT NULL", (below_seq,)
+                "UPDATE plans SET plan = NULL WHERE seq >= ? AND seq < ? AND plan IS NOT NULL",
+                (self._forgotten_below, below_seq),
             )
+        self._forgotten_below = max(self._forgotten_below, below_seq)
 
     def pending_delivery(self, seq: int) -> PendingDelivery | None:
         """The ticket and plan of plan `seq` if it is in 'intent' with both journaled."""
