@@ -73,6 +73,18 @@ def check_plan(
     `conductance_s` enables the compliance and energy checks; `run_counts` (pulses already
     delivered to each device in this run) enables the per-run budget.
     """
+    if conductance_s is not None:
+        conductance_s = np.asarray(conductance_s, dtype=np.float64)
+        if conductance_s.shape != plan.shape:
+            raise ValueError(
+                f"conductance_s has shape {conductance_s.shape}, the plan is {plan.shape}"
+            )
+        if not np.isfinite(conductance_s).all():  # NaN would pass every comparison below
+            r, c = _first_device(~np.isfinite(conductance_s))
+            raise LimitViolation(
+                f"conductance of device (row={r}, col={c}) is {conductance_s[r, c]}: compliance "
+                "and energy cannot be checked, nothing is sent"
+            )
     # Sum of the groups' largest counts: an upper bound of any device's pulses in this plan,
     # which spares the per-device sums (two full-array temporaries) when no limit is near.
     bound = 0

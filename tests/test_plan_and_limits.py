@@ -128,6 +128,11 @@ def test_compliance_and_energy_need_conductance() -> None:
         check_plan(
             plan, SafetyLimits(max_energy_per_update_j=1e-12), conductance_s=np.full((2, 2), 1e-5)
         )
+    g[1, 0] = np.nan  # a NaN conductance must not make the compliance check vacuous
+    with pytest.raises(LimitViolation, match=r"device \(row=1, col=0\) is nan"):
+        check_plan(plan, limits, conductance_s=g)
+    with pytest.raises(ValueError, match="shape"):
+        check_plan(plan, limits, conductance_s=np.full((2, 3), 1e-5))
 
 
 def test_limits_reject_unknown_keys_and_non_finite() -> None:
