@@ -25,6 +25,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "acceptance_reversed.yaml": ("acceptance.nl_ltp", "min (3) is above max (1)"),
     "amplitude_over_limit.yaml": ("pulses.set.amplitude_v", "5 V", "max_set_v = 3 V"),
     "comment_only.yaml": ("empty", "expected a mapping"),
+    "compliance_at_g_max.yaml": (
+        "nominal SET pulse at acceptance.g_max_s.max = 1.15e-05 S",
+        "2.3e-05 A",
+        "compliance_a=1e-05 A",
+    ),
     "duplicate_key.json": ("key 'max_set_v' appears twice",),
     "duplicate_key.yaml": ("line 8", "key 'max_set_v' appears twice"),
     "edges_longer_than_pulse.yaml": ("pulses.set", "rise_s + fall_s"),

@@ -9,6 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import numpy as np
+
+from protocols.errors import InputError
+from protocols.limits import LimitViolation, check_plan
+from protocols.plan import PulseGroup, PulsePlan
 from protocols.protocol_file import load_protocol
 from protocols.spec import ProtocolFile
 
@@ -18,7 +23,8 @@ def add_parser(subparsers: Any) -> None:
         "validate",
         help="check pulse-protocol files (YAML or JSON)",
         description="Load and check pulse-protocol files: types, ranges, unknown keys, pulses "
-        "against the file's own safety limits. Exit code 0 if all are valid, 2 otherwise.",
+        "against the file's own safety limits (compliance and energy at the highest "
+        "conductance the file expects). Exit code 0 if all are valid, 2 otherwise.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="protocol file(s)")
 
@@ -37,8 +43,44 @@ def summary(protocol: ProtocolFile) -> str:
     )
 
 
+def highest_conductance(protocol: ProtocolFile) -> tuple[float, str] | None:
+    """The highest conductance the file expects its devices to reach, and where it says so."""
+    found: list[tuple[float, str]] = []
+    accepted = protocol.acceptance.g_max_s
+    if accepted is not None and accepted.max is not None:
+        found.append((accepted.max, "acceptance.g_max_s.max"))
+    if protocol.preset is not None:
+        from sim_backend.presets import PRESETS
+
+        if protocol.preset in PRESETS:
+            found.append((PRESETS[protocol.preset].g_max_s, f"preset {protocol.preset!r} G_max"))
+    return max(found) if found else None
+
+
+def check_nominal_pulses(protocol: ProtocolFile, source: str) -> None:
+    """One nominal SET and one RESET pulse at the highest expected conductance, vs the limits.
+
+    A file whose own pulses would break its compliance or energy limit on a device that meets
+    its spec is not a valid protocol: it would be refused at the first plan of every run.
+    """
+    top = highest_conductance(protocol)
+    if top is None:
+        return
+    g, where = top
+    for kind, pulse in (("SET", protocol.pulses.set), ("RESET", protocol.pulses.reset)):
+        plan = PulsePlan(1, 1, (PulseGroup(pulse.shape(), np.ones((1, 1), dtype=np.int64)),))
+        try:
+            check_plan(plan, protocol.limits, conductance_s=np.full((1, 1), g))
+        except LimitViolation as exc:
+            raise InputError(
+                f"{source}: the nominal {kind} pulse at {where} = {g:.3g} S breaks the "
+                f"limits: {exc}"
+            ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     for path in args.files:
         protocol = load_protocol(path)
+        check_nominal_pulses(protocol, str(path))
         print(f"{path}: OK: {summary(protocol)}")
     return 0
