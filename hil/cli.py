@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from protocols.backend import BackendError
 from protocols.errors import InputError
 
 #: Sub-commands in the order `--help` lists them.
@@ -67,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"mrnn-hil {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BackendError as exc:  # the instrument failed mid-command (link lost, refusal)
+        message = " ".join(str(exc).split())
+        print(f"mrnn-hil {args.command}: instrument error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"mrnn-hil {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -9,7 +9,8 @@ baselines, report).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from hil.patterns import PatternSet, builtin_patterns, load_patterns, test_set
 from hil.pulse_planner import UpdatePlanner
 from hil.run_config import RunConfig, validate_config
 from hil.rundir import RunDir
-from protocols.backend import CrossbarBackend
+from protocols.backend import BackendError, CrossbarBackend
 
 Progress = Callable[[ControllerState, int], None]
 
@@ -129,14 +130,27 @@ def start_run(cfg: RunConfig, out: str | Path, progress: Progress | None = None)
         journal.set_meta("device_model", model.source)
         trainer = _build(resolved, model, patterns, rundir, journal, progress, backend)
         t0 = time.perf_counter()
-        trainer.start()
-        trainer.run()
-        report = finish_run(trainer, patterns, time.perf_counter() - t0)
+        with _resumable(rundir):
+            trainer.start()
+            trainer.run()
+            report = finish_run(trainer, patterns, time.perf_counter() - t0)
     finally:
         backend.close()
         if journal is not None:
             journal.close()
     return RunOutcome(rundir, report)
+
+
+@contextmanager
+def _resumable(rundir: RunDir) -> Iterator[None]:
+    """An instrument failure mid-run says how to continue (the journal holds every plan)."""
+    try:
+        yield
+    except BackendError as exc:
+        raise BackendError(
+            f"{exc}; every plan sent is journaled: continue with "
+            f"`mrnn-hil train --resume {rundir.path}`"
+        ) from exc
 
 
 def load_run_config(rundir: RunDir) -> RunConfig:
@@ -152,9 +166,10 @@ def resume_run(path: str | Path, progress: Progress | None = None) -> RunOutcome
     trainer = _build(cfg, model, patterns, rundir, journal, progress)
     t0 = time.perf_counter()
     try:
-        note = trainer.resume()
-        trainer.run()
-        report = finish_run(trainer, patterns, time.perf_counter() - t0)
+        with _resumable(rundir):
+            note = trainer.resume()
+            trainer.run()
+            report = finish_run(trainer, patterns, time.perf_counter() - t0)
     finally:
         trainer.backend.close()
         journal.close()

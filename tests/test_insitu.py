@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -399,6 +401,36 @@ def test_resume_refuses_options_it_would_otherwise_ignore(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"drop {extra[0]}" in err[0], err
     assert not (tmp_path / "stream.txt").exists()
+
+
+def test_a_link_lost_mid_run_is_one_line_naming_the_resume(tmp_path: Path) -> None:
+    """The pulse-board emulator stops while the run trains on it: no traceback."""
+    emulate = ["emulate", "serial", "--rows", "9", "--cols", "18", "--preset", "epiram"]
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", *emulate, "--duration", "1.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert emulator.stdout is not None
+        port = emulator.stdout.readline().strip()
+        patterns = tmp_path / "glyphs.txt"
+        patterns.write_text("[a]\n#.#\n.#.\n#.#\n\n[b]\n.#.\n###\n.#.\n")  # 9 units: 9 x 18
+        run = tmp_path / "run"
+        train = ["train", "--backend", "serial", "--port", port, "--preset", "epiram"]
+        done = cli(
+            *train, "--patterns", str(patterns), "--epochs", "5000", "--out", str(run), "--quiet"
+        )
+    finally:
+        emulator.kill()
+        emulator.wait()
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("mrnn-hil train: instrument error: ")
+    assert f"mrnn-hil train --resume {run}" in lines[0]
+    assert (run / "journal.sqlite").exists()
 
 
 def test_evaluate_refuses_a_damaged_final_state_in_one_line(
