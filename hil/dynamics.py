@@ -44,7 +44,7 @@ class Relaxation:
     residual: Array
     time: float
     #: Unsettled at t_max with a larger residual than at t_max / 2: moving away, not settling.
-    growing: NDArray[np.bool_] | None = None
+    growing: NDArray[np.bool_]
 
 
 def _as_batch(x: Array | float, batch: int, n: int, name: str) -> Array:

@@ -84,14 +84,16 @@ def pineda_recall(
     redo = relax_forward(W, X[idx], v0=v0, cfg=cfg.model_copy(update={"dt": FALLBACK_DT}))
     state, converged = res.state.copy(), res.converged.copy()
     diverged, residual = res.diverged.copy(), res.residual.copy()
+    growing = res.growing.copy()
     state[idx], converged[idx] = redo.state, redo.converged
-    diverged[idx], residual[idx] = redo.diverged, redo.residual
+    diverged[idx], residual[idx], growing[idx] = redo.diverged, redo.residual, redo.growing
     return Relaxation(
         state=state,
         converged=converged,
         diverged=diverged,
         residual=residual,
         time=max(res.time, redo.time),
+        growing=growing,
     )
 
 

@@ -100,9 +100,7 @@ def presentation_update(
     loss = float(0.5 * np.sum((np.atleast_2d(targets) - v) ** 2) / v.shape[0])
 
     finite = np.all(np.isfinite(v), axis=1) & np.all(np.isfinite(y), axis=1)
-    side_growing = side.diverged | (
-        side.growing if side.growing is not None else np.zeros_like(side.diverged)
-    )
+    side_growing = side.diverged | side.growing
     side_unsettled = ~side_growing & ~(side.residual < cfg.side_settle_tol)
     side_bad = side_growing | side_unsettled
     fwd_bad = ~(fwd.residual < cfg.forward_settle_tol) if cfg.require_forward_settled else ~finite

@@ -70,3 +70,16 @@ def test_diverging_side_network_is_reported() -> None:
 def test_shape_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="input has 3 units, the network has 2"):
         relax_forward(np.eye(2), np.zeros(3))
+
+
+def test_slowly_growing_side_network_is_told_apart_from_a_slowly_settling_one() -> None:
+    # With v_inf = 0 and I = 0 the side network is dy/dt = (a - 1) y + T: it grows like
+    # e^{0.1 t} for a = 1.1 (still far below the divergence bound at t = 20) and decays
+    # like e^{-0.1 t} for a = 0.9 (not yet settled at t = 20).
+    n = 3
+    zeros, targets = np.zeros(n), np.ones(n)
+    grow = relax_side(1.1 * np.eye(n), zeros, zeros, targets, cfg=RelaxConfig(t_max=20.0))
+    settle = relax_side(0.9 * np.eye(n), zeros, zeros, targets, cfg=RelaxConfig(t_max=20.0))
+    assert not grow.diverged.any() and not grow.converged.any()
+    assert grow.growing.all()
+    assert not settle.converged.any() and not settle.growing.any()
