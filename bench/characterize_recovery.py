@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_characterize import _reference
 
-from hil.characterization import characterize, device_grid
+from hil.characterize.characterization import characterize, device_grid
 from protocols.protocol_file import library_dir, load_protocol
 from protocols.response import curve, nl_to_a
 from sim_backend.crossbar import SimulatedCrossbar

@@ -47,11 +47,11 @@ def clip_stats(seed: int, epochs: int, max_pulses: int = 16) -> dict[str, float]
     device is cut when it asks for more than `max_pulses`. Returns the mean and largest
     fraction of requested devices cut per update and the fraction of requested pulses lost.
     """
-    logging.getLogger("hil.learning").setLevel(logging.ERROR)
-    from hil.journal import Journal
-    from hil.run_config import validate_config
-    from hil.rundir import RunDir
-    from hil.training_run import _build, journal_sync, resolve
+    logging.getLogger("hil.network.learning").setLevel(logging.ERROR)
+    from hil.insitu.journal import Journal
+    from hil.insitu.run_config import validate_config
+    from hil.insitu.rundir import RunDir
+    from hil.insitu.training_run import _build, journal_sync, resolve
     from protocols.schemes import UpdateRequest
     from protocols.schemes.proportional import requested_counts
     from protocols.spec import ProportionalScheme

@@ -3,7 +3,7 @@
 Each cell is a full `mrnn-hil train` run (same seed, same config apart from preset and
 scheme) on the built-in 16 glyphs (N = 100, 20 000 devices): accuracy at p = 0.10 and 0.20
 on the final read of the array, pulses and programming-energy estimate. The float row is the
-software trainer (hil.float_training) with the same seed, rule and training mode.
+software trainer (hil.network.float_training) with the same seed, rule and training mode.
 
 Usage: python bench/insitu_table.py [--epochs 100] [--presets ...] [--schemes ...]
        [--jobs 2] [--out runs/table]
@@ -50,9 +50,9 @@ def one_run(
     scheme_cfg: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One full run; `scheme_cfg` (default SCHEMES[scheme]) is the run's scheme section."""
-    logging.getLogger("hil.learning").setLevel(logging.ERROR)
-    from hil.run_config import validate_config
-    from hil.training_run import start_run
+    logging.getLogger("hil.network.learning").setLevel(logging.ERROR)
+    from hil.insitu.run_config import validate_config
+    from hil.insitu.training_run import start_run
 
     data = base_config(epochs, seed)
     data["backend"] = {"preset": preset}
@@ -76,11 +76,11 @@ def one_run(
 
 
 def float_run(epochs: int, seed: int) -> dict[str, Any]:
-    logging.getLogger("hil.learning").setLevel(logging.ERROR)
-    from hil.float_training import TrainConfig, train
-    from hil.patterns import builtin_patterns
-    from hil.run_config import validate_config
-    from hil.training_run import evaluate_weights
+    logging.getLogger("hil.network.learning").setLevel(logging.ERROR)
+    from hil.insitu.run_config import validate_config
+    from hil.insitu.training_run import evaluate_weights
+    from hil.network.float_training import TrainConfig, train
+    from hil.network.patterns import builtin_patterns
 
     cfg = validate_config(base_config(epochs, seed))
     patterns = builtin_patterns()

@@ -1,4 +1,4 @@
-"""Batched fixed-step relaxation (hil.dynamics) against per-sample solve_ivp (hil.reference).
+"""Batched fixed-step relaxation (hil.network.dynamics) against solve_ivp (hil.network.reference).
 
 Both integrate eq. 18 for the same trained W and the same corrupted inputs. solve_ivp runs on
 a subset (it is slow); the batched solver runs on that subset and on the full evaluation
@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 
-from hil.evaluation import RECALL_CONFIG, pineda_recall
-from hil.float_training import TrainConfig, train
-from hil.patterns import builtin_patterns, test_set
-from hil.reference import reference_forward
+from hil.network.evaluation import RECALL_CONFIG, pineda_recall
+from hil.network.float_training import TrainConfig, train
+from hil.network.patterns import builtin_patterns, test_set
+from hil.network.reference import reference_forward
 
 
 def main() -> None:

@@ -29,19 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from hil.insitu import initial_weights
-from hil.journal import Journal
-from hil.learning import presentation_update
-from hil.run_config import validate_config
-from hil.rundir import RunDir
-from hil.training_run import _build, journal_sync, resolve
+from hil.insitu.journal import Journal
+from hil.insitu.run_config import validate_config
+from hil.insitu.rundir import RunDir
+from hil.insitu.trainer import initial_weights
+from hil.insitu.training_run import _build, journal_sync, resolve
+from hil.network.learning import presentation_update
 
 
 class FloatPath:
     """The float trainer's inner step, on the same patterns, rule and W0."""
 
     def __init__(self, cfg_data: dict[str, object]) -> None:
-        from hil.patterns import builtin_patterns
+        from hil.network.patterns import builtin_patterns
 
         self.cfg = validate_config(cfg_data)
         self.P = builtin_patterns().patterns
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--scheme", default="proportional")
     ap.add_argument("--sync", choices=("auto", "full", "normal"), default="auto")
     args = ap.parse_args()
-    logging.getLogger("hil.learning").setLevel(logging.ERROR)
+    logging.getLogger("hil.network.learning").setLevel(logging.ERROR)
     data: dict[str, object] = {
         "backend": {"preset": args.preset},
         "scheme": {"kind": args.scheme},

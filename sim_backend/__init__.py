@@ -11,7 +11,7 @@ Usage::
     preset = get_preset("taox_hfox")                # a DeviceConfig (frozen pydantic model)
     preset.set_pulse, preset.reset_pulse            # nominal PulseShape of SET and RESET
     preset.threshold_set_v, preset.threshold_reset_v
-    preset.response()                               # protocols.response.NeuroSimResponse
+    mean_response(preset)                           # protocols.response.NeuroSimResponse
 
 Models, formulas, presets and their sources: docs/devices.md.
 """
@@ -31,6 +31,7 @@ from sim_backend.config import (
     VteamModel,
 )
 from sim_backend.crossbar import SimulatedCrossbar, default_limits
+from sim_backend.fit import mean_response
 from sim_backend.presets import PRESETS, get_preset
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "VteamModel",
     "default_limits",
     "get_preset",
+    "mean_response",
 ]

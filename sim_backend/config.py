@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocols.plan import PulseShape
-from protocols.response import _NL_MAX, NeuroSimResponse
+from protocols.response import _NL_MAX
+from sim_backend.overrides import apply_overrides
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -317,17 +318,9 @@ class DeviceConfig(BaseModel):
             return 0.0
         return self.law.v_threshold_reset_v
 
-    def response(self) -> NeuroSimResponse:
-        """The mean NeuroSim response a planner should assume (fitted for non-NeuroSim models)."""
-        from sim_backend.fit import mean_response
-
-        return mean_response(self)
-
     def with_overrides(self, **overrides: Any) -> DeviceConfig:
         """A copy with fields replaced; nested models merge (`c2c={"sigma": 0.01}`) and
         `c2c__sigma=0.01` is the same thing."""
-        from sim_backend.overrides import apply_overrides
-
         return apply_overrides(self, overrides)
 
     def digest(self) -> str:

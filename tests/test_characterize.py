@@ -11,15 +11,17 @@ import yaml
 from scipy.optimize import minimize_scalar
 
 from hil import cli
-from hil.characterization import characterize, device_grid, load_fitted_response
-from hil.programming import program
+from hil.characterize.characterization import characterize, device_grid
+from hil.insitu.programming import program
 from protocols.errors import InputError
+from protocols.fitted_response import load_fitted_response
 from protocols.protocol_file import library_dir, load_protocol
 from protocols.response import NeuroSimResponse, curve, nl_to_a
 from protocols.schemes import plan_update
 from protocols.spec import WriteVerifyScheme
 from sim_backend.config import NeuroSimModel
 from sim_backend.crossbar import SimulatedCrossbar
+from sim_backend.fit import mean_response
 from sim_backend.presets import PRESETS
 
 PRESET_NAMES = sorted(PRESETS)
@@ -55,7 +57,7 @@ def _reference(name: str) -> tuple[float, float, float, float]:
         nl_ltp = _resolvable_label(model.nl_ltp, round(model.states_ltp), 1.0)
         nl_ltd = _resolvable_label(model.nl_ltd, round(model.states_ltd), -1.0)
     else:  # soft bounds, VTEAM: the simulator's own NeuroSim fit of the noiseless curve
-        resp = cfg.response()
+        resp = mean_response(cfg)
         nl_ltp, nl_ltd = resp.nl_ltp, resp.nl_ltd
     return nl_ltp, nl_ltd, cfg.g_max_s / cfg.g_min_s, cfg.c2c.sigma
 

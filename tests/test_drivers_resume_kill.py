@@ -34,7 +34,7 @@ from drivers.emu_serial import SerialEmulator
 from drivers.emu_tcp import ScpiEmulator
 from drivers.errors import InstrumentError
 from drivers.serial_backend import PulseBoardBackend
-from hil.journal import Journal
+from hil.insitu.journal import Journal
 from protocols.errors import InputError
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
 

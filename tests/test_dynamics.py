@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hil.dynamics import RelaxConfig, relax_forward, relax_side
-from hil.reference import reference_forward, reference_side
+from hil.network.dynamics import RelaxConfig, relax_forward, relax_side
+from hil.network.reference import reference_forward, reference_side
 
 
 def sym_network(n: int, scale: float, seed: int) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hil.dynamics import RelaxConfig, relax_forward
-from hil.evaluation import Scores, nearest_pattern, pineda_recall, score
+from hil.network.dynamics import RelaxConfig, relax_forward
+from hil.network.evaluation import Scores, nearest_pattern, pineda_recall, score
 
 
 def test_two_wrong_signs_pass_three_fail() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from hil.float_training import TrainConfig, initial_weights, train
-from hil.learning import RuleConfig, band_mask, presentation_update
+from hil.network.float_training import TrainConfig, initial_weights, train
+from hil.network.learning import RuleConfig, band_mask, presentation_update
 
 
 def patterns(k: int = 3, n: int = 12, seed: int = 0) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hil.hopfield import hebbian, recall, storkey
+from hil.network.hopfield import hebbian, recall, storkey
 
 XI = np.array([[1.0, 1.0, -1.0], [1.0, -1.0, 1.0]])
 

@@ -16,18 +16,18 @@ import numpy as np
 import pytest
 from insitu_support import PATTERNS, cli, small_config
 
-from hil.float_training import TrainConfig, train
-from hil.journal import Journal
-from hil.patterns import parse_text
-from hil.run_config import load_config, validate_config
-from hil.rundir import RunDir
-from hil.training_run import _build, resolve, start_run
+from hil.insitu.journal import Journal
+from hil.insitu.run_config import load_config, validate_config
+from hil.insitu.rundir import RunDir
+from hil.insitu.training_run import _build, resolve, start_run
+from hil.network.float_training import TrainConfig, train
+from hil.network.patterns import parse_text
 from protocols.errors import InputError
 
 
 @pytest.fixture(autouse=True)
 def _quiet_rule_warnings() -> None:
-    logging.getLogger("hil.learning").setLevel(logging.ERROR)
+    logging.getLogger("hil.network.learning").setLevel(logging.ERROR)
 
 
 def run_in_process(tmp_path: Path, name: str, **over: Any) -> dict[str, Any]:
@@ -485,12 +485,12 @@ def test_evaluate_refuses_a_damaged_final_state_in_one_line(
 
 
 def test_compact_planning_names_the_real_device_and_scatters_counts_back() -> None:
-    from hil.pulse_planner import UpdatePlanner
+    from hil.insitu.pulse_planner import UpdatePlanner
     from protocols.limits import LimitViolation, SafetyLimits
     from protocols.spec import ProportionalScheme, Pulse, PulsePair
-    from sim_backend import get_preset
+    from sim_backend import get_preset, mean_response
 
-    response = get_preset("ideal").response()
+    response = mean_response(get_preset("ideal"))
     pulses = PulsePair(
         set=Pulse(amplitude_v=2.0, width_s=1e-8), reset=Pulse(amplitude_v=-2.0, width_s=1e-8)
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil.journal import Journal, JournalError
-from hil.rundir import RunDir, RunDirError, pack, unpack
+from hil.insitu.journal import Journal, JournalError
+from hil.insitu.rundir import RunDir, RunDirError, pack, unpack
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
 
 SET = PulseShape(amplitude_v=1.5, width_s=1e-6)

@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from hil.dynamics import RelaxConfig, relax_forward, relax_side
-from hil.learning import RuleConfig, band_mask, presentation_update
+from hil.network.dynamics import RelaxConfig, relax_forward, relax_side
+from hil.network.learning import RuleConfig, band_mask, presentation_update
 
 TIGHT = RuleConfig(
     forward=RelaxConfig(dt=0.5, t_max=400.0, tol=1e-13),
@@ -93,7 +93,7 @@ def test_diverging_side_network_is_refused_or_clipped(caplog: pytest.LogCaptureF
     W = np.diag([2.0, 0.0])
     I, T = np.array([0.0, 0.5]), np.ones(2)
     refuse = RuleConfig(v0=0.0, y0=0.0)
-    with caplog.at_level(logging.WARNING, logger="hil.learning"):
+    with caplog.at_level(logging.WARNING, logger="hil.network.learning"):
         upd = presentation_update(W, I, T, refuse)
     assert upd.status == "side_diverged"
     assert not upd.accepted and not upd.clipped
@@ -102,7 +102,7 @@ def test_diverging_side_network_is_refused_or_clipped(caplog: pytest.LogCaptureF
 
     clip = refuse.model_copy(update={"on_bad_update": "clip", "clip_abs_dw": 0.02})
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hil.learning"):
+    with caplog.at_level(logging.WARNING, logger="hil.network.learning"):
         upd = presentation_update(W, I, T, clip)
     assert upd.accepted and upd.clipped
     assert np.abs(upd.dW).max() == pytest.approx(0.02)
@@ -118,7 +118,7 @@ def test_side_network_cut_off_before_it_settles_is_refused(
     W = rng.uniform(-0.1, 0.1, (5, 5))
     I, T = rng.choice([-1.0, 1.0], 5), rng.choice([-1.0, 1.0], 5)
     short = RuleConfig(side=RelaxConfig(t_max=1.0))
-    with caplog.at_level(logging.WARNING, logger="hil.learning"):
+    with caplog.at_level(logging.WARNING, logger="hil.network.learning"):
         upd = presentation_update(W, I, T, short)
     assert upd.status == "side_not_settled"
     assert not upd.accepted and np.all(upd.dW == 0.0)
@@ -134,7 +134,7 @@ def test_unsettled_forward_network_is_refused_or_clipped(
     W = np.array([[1.5, 3.0], [-3.0, 1.5]])
     I, T = np.zeros(2), np.array([1.0, -1.0])
     base = RuleConfig(symmetric=False, forward=RelaxConfig(dt=0.1, t_max=50.0), side_settle_tol=1e3)
-    with caplog.at_level(logging.WARNING, logger="hil.learning"):
+    with caplog.at_level(logging.WARNING, logger="hil.network.learning"):
         upd = presentation_update(W, I, T, base)
     assert upd.status == "forward_not_settled"
     assert not upd.accepted and np.all(upd.dW == 0.0)
@@ -165,7 +165,7 @@ def test_a_batch_loses_only_its_bad_samples(caplog: pytest.LogCaptureFixture) ->
     bad, good = np.array([0.0, 0.5]), np.array([0.3, 0.5])
     T = np.ones(2)
     cfg = RuleConfig(v0=0.0, y0=0.0)
-    with caplog.at_level(logging.WARNING, logger="hil.learning"):
+    with caplog.at_level(logging.WARNING, logger="hil.network.learning"):
         both = presentation_update(W, np.vstack([bad, good]), np.vstack([T, T]), cfg)
     alone = presentation_update(W, good, T, cfg)
     assert alone.status == "ok"

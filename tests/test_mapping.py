@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hil.mapping import (
+from hil.insitu.mapping import (
     DifferentialMapping,
     StuckDetector,
     stuck_after_programming,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil.patterns import PatternSet, builtin_patterns, corrupt, load_patterns, test_set
+from hil.network.patterns import PatternSet, builtin_patterns, corrupt, load_patterns, test_set
 from protocols.errors import InputError
 
 GOOD = """\

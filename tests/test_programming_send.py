@@ -1,4 +1,4 @@
-"""hil.programming.program with a caller's `send`: one write-verify loop for journaling callers."""
+"""hil.insitu.programming.program with a caller's `send`: one write-verify loop for journaling."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil.backends import device_model
-from hil.programming import ProgramResult, program
-from hil.run_config import validate_config
+from hil.insitu.backends import device_model
+from hil.insitu.programming import ProgramResult, program
+from hil.insitu.run_config import validate_config
 from protocols.limits import LimitViolation, SafetyLimits
 from protocols.plan import PulsePlan
 from protocols.response import DeviceResponse

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil import reproduce
 from hil.cli import main
-from hil.patterns import builtin_patterns
+from hil.network import reproduce
+from hil.network.patterns import builtin_patterns
 
 RULES = {"pineda_almeida", "hebbian", "storkey", "nearest_pattern"}
 PNG = b"\x89PNG\r\n\x1a\n"

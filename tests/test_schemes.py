@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hil.programming import program
+from hil.insitu.programming import program
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits
 from protocols.plan import PulsePlan
@@ -25,6 +25,7 @@ from protocols.spec import (
     WriteVerifyScheme,
 )
 from sim_backend.crossbar import SimulatedCrossbar
+from sim_backend.fit import mean_response
 
 LINEAR = NeuroSimResponse(
     g_min_s=1e-6, g_max_s=100e-6, states_ltp=1000, states_ltd=1000, nl_ltp=0.0, nl_ltd=0.0
@@ -456,7 +457,7 @@ def test_write_verify_refuses_a_target_outside_the_response_window() -> None:
 def test_write_verify_programs_a_simulated_array(preset: str) -> None:
     with SimulatedCrossbar(4, 4, preset=preset, seed=2, limits=ROOMY) as array:
         cfg = array.config
-        response = cfg.response()
+        response = mean_response(cfg)
         pulses = PulsePair(
             set=Pulse(amplitude_v=cfg.set_pulse.amplitude_v, width_s=cfg.set_pulse.width_s),
             reset=Pulse(amplitude_v=cfg.reset_pulse.amplitude_v, width_s=cfg.reset_pulse.width_s),

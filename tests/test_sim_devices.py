@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from protocols.errors import InputError
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
 from protocols.response import NeuroSimResponse, curve, nl_to_a
-from sim_backend import PRESETS, SimulatedCrossbar, get_preset
+from sim_backend import PRESETS, SimulatedCrossbar, get_preset, mean_response
 from sim_backend.config import DeviceToDevice, NeuroSimModel
 
 QUIET: dict[str, Any] = {"d2d": DeviceToDevice(), "c2c": {"sigma": 0.0}}
@@ -208,7 +208,7 @@ def test_soft_bounds_steps_shrink_toward_the_bound() -> None:
 def test_fitted_response_tracks_the_model(name: str) -> None:
     """Non-NeuroSim presets publish an approximate NeuroSim response fitted to their traces."""
     preset = get_preset(name)
-    resp = preset.response()
+    resp = mean_response(preset)
     assert isinstance(resp, NeuroSimResponse)
     xbar = SimulatedCrossbar(1, 1, preset=name, seed=0, **QUIET)
     up = trace(xbar, preset.set_pulse, resp.states_ltp)[:, 0]
@@ -223,7 +223,7 @@ def test_presets_expose_pulses_thresholds_and_sources() -> None:
         assert preset.set_pulse.amplitude_v > preset.threshold_set_v
         assert -preset.reset_pulse.amplitude_v > preset.threshold_reset_v
         assert preset.source
-        resp = preset.response()
+        resp = mean_response(preset)
         assert resp.g_min_s == pytest.approx(preset.g_min_s)
         assert resp.g_max_s == pytest.approx(preset.g_max_s)
 

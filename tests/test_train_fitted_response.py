@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from insitu_support import cli, small_config
 
-from hil.characterization import load_fitted_response
+from protocols.fitted_response import load_fitted_response
 
 LIBRARY = Path(__file__).resolve().parents[1] / "protocols" / "library"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hil.characterization import (
+from hil.characterize.characterization import (
     METRIC_UNITS,
     Characterization,
     characterize,
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     out.mkdir(parents=True, exist_ok=True)
-    from hil.characterization_plots import plot_histograms, plot_traces
+    from hil.characterize.plots import plot_histograms, plot_traces
 
     figures = [
         plot_traces(traces, result, out / "traces.png").name,

@@ -26,10 +26,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _summary(name: str) -> dict[str, Any]:
-    from sim_backend import get_preset
+    from sim_backend import get_preset, mean_response
 
     preset = get_preset(name)
-    resp = preset.response()
+    resp = mean_response(preset)
     return {
         "name": name,
         "model": preset.model.kind,
@@ -88,14 +88,14 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _detail(name: str) -> dict[str, Any]:
-    from sim_backend import get_preset
+    from sim_backend import get_preset, mean_response
 
     preset = get_preset(name)
     return {
         "config": preset.model_dump(mode="json"),
         "threshold_set_v": preset.threshold_set_v,
         "threshold_reset_v": preset.threshold_reset_v,
-        "response": preset.response().model_dump(mode="json"),
+        "response": mean_response(preset).model_dump(mode="json"),
     }
 
 

@@ -28,9 +28,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hil.mapping import DifferentialMapping
-    from hil.rundir import RunDir
-    from hil.training_run import evaluate_weights, load_pattern_set, load_run_config
+    from hil.insitu.mapping import DifferentialMapping
+    from hil.insitu.rundir import RunDir
+    from hil.insitu.training_run import evaluate_weights, load_pattern_set, load_run_config
 
     rundir = RunDir.open(args.run_dir)
     cfg = load_run_config(rundir)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     data["evaluation"].update(update)
     if args.seed is not None:
         data["seed"] = args.seed
-    from hil.run_config import validate_config
+    from hil.insitu.run_config import validate_config
 
     cfg = validate_config(data, "options")
     if rundir.final_path.is_file():
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         arrays, meta = found
         g = arrays["g_est"]
         n = g.shape[0]
-        from hil.backends import device_model
+        from hil.insitu.backends import device_model
 
         model = device_model(cfg)
         mapping = DifferentialMapping.from_range(

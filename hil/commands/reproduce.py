@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from hil import reproduce as experiment
-from hil.patterns import builtin_patterns, load_patterns
-from hil.reproduce import RULES, Bar, ReproduceConfig
+from hil.network import reproduce as experiment
+from hil.network.patterns import builtin_patterns, load_patterns
+from hil.network.reproduce import RULES, Bar, ReproduceConfig
 from protocols.errors import InputError
 
 DEFAULT_OUT = Path("runs/reproduce")
@@ -120,7 +120,7 @@ def format_tables(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hil.figures import band_figure, examples_figure, patterns_figure
+    from hil.network.figures import band_figure, examples_figure, patterns_figure
 
     cfg = _config(args)
     ps = load_patterns(args.patterns) if args.patterns else builtin_patterns()

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hil.insitu import ControllerState
-from hil.run_config import SCHEME_NAMES, RunConfig, merge, read_config_file, validate_config
+from hil.insitu.run_config import SCHEME_NAMES, RunConfig, merge, read_config_file, validate_config
+from hil.insitu.trainer import ControllerState
 from protocols.errors import InputError
 
 
@@ -146,13 +146,13 @@ def print_summary(report: dict[str, Any], rundir: Path, note: str | None) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from hil.training_run import resume_run, start_run
+    from hil.insitu.training_run import resume_run, start_run
 
     bar = ProgressBar(enabled=not args.quiet)
     if not getattr(args, "verbose", False):
         # Refused updates are journaled (events table) and counted in the summary; the rule's
         # per-update warnings would only break the progress bar.
-        logging.getLogger("hil.learning").setLevel(logging.ERROR)
+        logging.getLogger("hil.network.learning").setLevel(logging.ERROR)
     try:
         if args.resume:
             others = [
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _epochs_of(path: Path) -> int:
-    from hil.rundir import RunDir
-    from hil.training_run import load_run_config
+    from hil.insitu.rundir import RunDir
+    from hil.insitu.training_run import load_run_config
 
     return load_run_config(RunDir.open(path)).training.epochs

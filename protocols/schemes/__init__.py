@@ -67,7 +67,7 @@ def plan_request(
     if isinstance(scheme, WriteVerifyScheme):
         raise InputError(
             "write_verify is closed-loop (read, pulse, read): use "
-            "protocols.schemes.WriteVerifyPlanner or hil.programming.program"
+            "protocols.schemes.WriteVerifyPlanner or hil.insitu.programming.program"
         )
     raise TypeError(f"unknown scheme {type(scheme).__name__}")
 

@@ -18,7 +18,8 @@ the end of each phase (read noise). Extraction, per device and direction:
   range per pulse. D2D sigma: the spread of the per-device values.
 
 The fitted mean device is a `NeuroSimResponse` stored in characterization.json; the planner
-loads it with `load_fitted_response` so a measured device, not a preset, sets pulse counts.
+loads it with `protocols.fitted_response.load_fitted_response`, so a measured device, not a
+preset, sets pulse counts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from scipy.optimize import minimize_scalar
 
 from protocols.backend import CrossbarBackend
 from protocols.errors import InputError
+from protocols.fitted_response import CHARACTERIZATION_FORMAT
 from protocols.limits import LimitViolation, check_plan
 from protocols.plan import PulseGroup, PulsePlan
 from protocols.response import _NL_MAX, NeuroSimResponse, curve, nl_to_a
@@ -581,7 +582,7 @@ def _clean(value: float) -> float | None:
 
 def to_json(result: Characterization, protocol: ProtocolFile, extra: dict[str, Any]) -> str:
     doc = {
-        "format": "mrnn-hil characterization",
+        "format": CHARACTERIZATION_FORMAT,
         "version": 1,
         "protocol": protocol.name,
         "passed": result.passed,
@@ -602,29 +603,6 @@ def to_json(result: Characterization, protocol: ProtocolFile, extra: dict[str, A
         **extra,
     }
     return json.dumps(doc, indent=2)
-
-
-def load_fitted_response(path: str | Path) -> NeuroSimResponse:
-    """The fitted mean response from a characterization.json (or its directory)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "characterization.json"
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{p}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
-    if not isinstance(doc, dict) or doc.get("format") != "mrnn-hil characterization":
-        raise InputError(f"{p}: not a characterization.json written by mrnn-hil characterize")
-    resp = doc.get("response")
-    if resp is None:
-        raise InputError(f"{p}: the characterisation could not fit a response model")
-    try:
-        return NeuroSimResponse.model_validate(resp)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise InputError(f"{p}: field 'response' is invalid: {' '.join(first[1:3])}") from None
 
 
 def characterize(

@@ -17,11 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hil import hopfield
-from hil.evaluation import Scores, nearest_pattern, pineda_recall
-from hil.float_training import EpochStats, TrainConfig, train
-from hil.learning import RuleConfig
-from hil.patterns import PatternSet, test_set
+from hil.network import hopfield
+from hil.network.evaluation import Scores, nearest_pattern, pineda_recall
+from hil.network.float_training import EpochStats, TrainConfig, train
+from hil.network.learning import RuleConfig
+from hil.network.patterns import PatternSet, test_set
 
 Array = NDArray[np.float64]
 

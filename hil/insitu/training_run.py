@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from hil.backends import DeviceModel, device_model, open_backend
-from hil.evaluation import nearest_pattern, pineda_recall, score
-from hil.hopfield import hebbian, recall, storkey
-from hil.insitu import ControllerState, InSituTrainer
-from hil.journal import Journal, SyncMode
-from hil.mapping import DifferentialMapping
-from hil.patterns import PatternSet, builtin_patterns, load_patterns, test_set
-from hil.pulse_planner import UpdatePlanner
-from hil.run_config import RunConfig, validate_config
-from hil.rundir import RunDir
+from hil.insitu.backends import DeviceModel, device_model, open_backend
+from hil.insitu.journal import Journal, SyncMode
+from hil.insitu.mapping import DifferentialMapping
+from hil.insitu.pulse_planner import UpdatePlanner
+from hil.insitu.run_config import RunConfig, validate_config
+from hil.insitu.rundir import RunDir
+from hil.insitu.trainer import ControllerState, InSituTrainer
+from hil.network.evaluation import nearest_pattern, pineda_recall, score
+from hil.network.hopfield import hebbian, recall, storkey
+from hil.network.patterns import PatternSet, builtin_patterns, load_patterns, test_set
 from protocols.backend import BackendError, CrossbarBackend
 
 Progress = Callable[[ControllerState, int], None]
@@ -203,7 +203,7 @@ def evaluate_weights(
 
 def finish_run(trainer: InSituTrainer, patterns: PatternSet, wall_s: float) -> dict[str, Any]:
     """final.npz, evaluation, report; the journal's status is set last."""
-    from hil.report_insitu import write_report
+    from hil.insitu.report import write_report
 
     cfg = trainer.cfg
     final = trainer.final_state()

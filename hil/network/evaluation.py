@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from hil.dynamics import Relaxation, RelaxConfig, relax_forward
+from hil.network.dynamics import Relaxation, RelaxConfig, relax_forward
 
 Array = NDArray[np.float64]
 

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from hil.dynamics import RelaxConfig, relax_forward, relax_side
+from hil.network.dynamics import RelaxConfig, relax_forward, relax_side
 
 Array = NDArray[np.float64]
 log = logging.getLogger(__name__)

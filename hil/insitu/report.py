@@ -16,12 +16,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from numpy.typing import NDArray
 
-from hil.evaluation import pineda_recall
-from hil.patterns import PatternSet, corrupt
-from hil.rundir import RunDir, write_atomic
+from hil.insitu.rundir import RunDir, write_atomic
+from hil.network.evaluation import pineda_recall
+from hil.network.patterns import PatternSet, corrupt
 
 if TYPE_CHECKING:
-    from hil.insitu import InSituTrainer
+    from hil.insitu.trainer import InSituTrainer
 
 
 def _save(fig: Any, rundir: RunDir, name: str) -> str:

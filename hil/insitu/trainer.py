@@ -41,16 +41,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.delivery import Ticket, TracksDelivery
-from hil.evaluation import pineda_recall, score
-from hil.float_training import TrainConfig
-from hil.float_training import initial_weights as float_initial_weights
-from hil.journal import Journal, JournalError
-from hil.learning import UpdateResult, band_mask, presentation_update
-from hil.mapping import DifferentialMapping, StuckDetector, stuck_after_programming, stuck_report
-from hil.patterns import corrupt, test_set
-from hil.pulse_planner import UpdatePlanner
-from hil.run_config import RunConfig
-from hil.rundir import RunDir
+from hil.insitu.journal import Journal, JournalError
+from hil.insitu.mapping import (
+    DifferentialMapping,
+    StuckDetector,
+    stuck_after_programming,
+    stuck_report,
+)
+from hil.insitu.pulse_planner import UpdatePlanner
+from hil.insitu.run_config import RunConfig
+from hil.insitu.rundir import RunDir
+from hil.network.evaluation import pineda_recall, score
+from hil.network.float_training import TrainConfig
+from hil.network.float_training import initial_weights as float_initial_weights
+from hil.network.learning import UpdateResult, band_mask, presentation_update
+from hil.network.patterns import corrupt, test_set
 from protocols.backend import CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits

@@ -1,6 +1,6 @@
 """Reference integration of eqs. 18-19 with `scipy.integrate.solve_ivp`, one sample at a time.
 
-This is the yardstick for the batched fixed-step solver in `hil.dynamics`: slow (one ODE
+This is the yardstick for the batched fixed-step solver in `hil.network.dynamics`: slow (one ODE
 solve per sample, adaptive steps) but independent of our own stepping and stopping logic.
 """
 

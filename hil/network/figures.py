@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from hil.patterns import PatternSet
+from hil.network.patterns import PatternSet
 
 RULE_LABELS = {
     "pineda_almeida": "Pineda–Almeida",

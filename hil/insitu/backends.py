@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hil.run_config import RunConfig
+from hil.insitu.run_config import RunConfig
 from protocols.backend import BackendError, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits, check_plan
@@ -48,7 +48,7 @@ def device_model(cfg: RunConfig) -> DeviceModel:
     preset = _preset(cfg.backend.preset)
     response: DeviceResponse
     if isinstance(cfg.response, str):
-        from hil.characterization import load_fitted_response
+        from protocols.fitted_response import load_fitted_response
 
         response = load_fitted_response(cfg.response)
         origin = f"response fitted in {cfg.response}"
@@ -56,7 +56,9 @@ def device_model(cfg: RunConfig) -> DeviceModel:
         response = cfg.response
         origin = "response from the run config"
     else:
-        response = preset.response()
+        from sim_backend import mean_response
+
+        response = mean_response(preset)
         origin = f"response of preset {cfg.backend.preset}"
     if cfg.protocol is not None:
         proto = load_protocol(cfg.protocol)

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from hil.learning import RuleConfig
+from hil.network.learning import RuleConfig
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.protocol_file import reject_duplicate_keys

@@ -3,7 +3,7 @@
 Two modes. `paper`: input = target = clean pattern (section IV of the paper). `denoising`:
 input = the pattern corrupted with probability `p_train` (fresh noise every presentation),
 target = the clean pattern, so the fixed point learns to undo the corruption it will meet at
-test time. Both use `hil.learning.presentation_update`, the same code the in-situ trainer
+test time. Both use `hil.network.learning.presentation_update`, the same code the in-situ trainer
 calls, so for one seed the requested updates agree.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hil.learning import RuleConfig, band_mask, presentation_update
-from hil.patterns import corrupt
+from hil.network.learning import RuleConfig, band_mask, presentation_update
+from hil.network.patterns import corrupt
 
 Array = NDArray[np.float64]
 

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from hil.characterization import Characterization, Traces
+from hil.characterize.characterization import Characterization, Traces
 
 #: Devices drawn individually in the trace figure (all of them go into the histograms).
 MAX_TRACE_DEVICES = 8

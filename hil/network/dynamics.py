@@ -3,7 +3,7 @@
 Both are integrated with fixed-step explicit Euler over a whole batch of samples at once,
 stopping when every sample has settled (max |dx/dt| below a tolerance) or the time cap is
 reached. dt = 0.5 is accurate for these contracting systems; dt = 1 is the plain fixed-point
-iteration x <- F(x). `hil.reference` keeps `scipy.integrate.solve_ivp` as the reference.
+iteration x <- F(x). `hil.network.reference` keeps `scipy.integrate.solve_ivp` as the reference.
 
 Conventions: states are row vectors, shape (B, N); `W[i, j]` is the weight from unit j to
 unit i, so the forward drive is `v @ W.T` and the side network's `W^T y` is `y @ W`.
