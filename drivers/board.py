@@ -2,9 +2,11 @@
 
 A frame is one ASCII line: ``<tag> <command> <args...>*<crc>`` + LF, where `tag` is four
 hex digits chosen by the host and echoed in every reply line (so a late reply to an
-earlier request is recognised and dropped) and `crc` is the CRC-16/CCITT (init 0xFFFF,
-`binascii.crc_hqx`) of everything before the ``*``, as four upper-case hex digits.
-The full specification, with examples, is docs/serial-protocol.md.
+earlier request is recognised and dropped) and `crc` is the checksum of everything before
+the ``*``: CRC-16/CCITT (init 0xFFFF, `binascii.crc_hqx`, four upper-case hex digits) for a
+frame of up to `LONG_FRAME` bytes, CRC-32 (`binascii.crc32`, eight digits) for a longer one,
+whose many more bits a 16-bit check guards too weakly. The full specification, with
+examples, is docs/serial-protocol.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ T = TypeVar("T")
 
 #: Longest frame either side accepts, terminator excluded.
 MAX_FRAME = 65536
+#: A frame whose part before the ``*`` is longer than this carries a CRC-32.
+LONG_FRAME = 64
 #: Tag of a reply to a request whose tag could not be read (checksum or framing error).
 NO_TAG = "----"
 
@@ -34,6 +38,9 @@ EXEC = "EXEC"
 READ_ROW = "RROW?"
 READ_ARRAY = "RARR?"
 RANGE = "RANGE?"
+ABORT = "ABORT"
+SAFE = "SAFE"
+WDOG = "WDOG"
 
 # Replies (board -> host)
 R_ID = "ID"
@@ -54,6 +61,7 @@ E_BATCH = 4
 E_STALE = 5
 E_OVERFLOW = 6
 E_INCOMPLETE = 7
+E_BUSY = 8
 ERROR_NAMES = {
     E_CRC: "checksum mismatch",
     E_SYNTAX: "unknown command or malformed arguments",
@@ -62,6 +70,7 @@ ERROR_NAMES = {
     E_STALE: "batch number not above the last applied batch",
     E_OVERFLOW: "line too long",
     E_INCOMPLETE: "batch incomplete",
+    E_BUSY: "a batch is executing",
 }
 
 #: Board limits (the emulator enforces them; the driver checks plans against them first).
@@ -70,6 +79,7 @@ BOARD_MIN_WIDTH_S = 1e-9
 BOARD_MAX_WIDTH_S = 1.0
 BOARD_MAX_COUNT = 65535
 BOARD_MAX_GROUPS = 64
+BOARD_MAX_WATCHDOG_MS = 3_600_000
 BIAS_SCHEMES = ("none", "v2", "v3")
 
 
@@ -77,8 +87,17 @@ class FrameError(ValueError):
     """A line that is not a valid frame (bad characters, checksum, layout)."""
 
 
-def crc(data: bytes) -> str:
+def crc16(data: bytes) -> str:
     return f"{binascii.crc_hqx(data, 0xFFFF):04X}"
+
+
+def crc32(data: bytes) -> str:
+    return f"{binascii.crc32(data):08X}"
+
+
+def crc(head: bytes) -> str:
+    """The checksum a frame with this head carries: CRC-32 when it is long, else CRC-16."""
+    return crc32(head) if len(head) > LONG_FRAME else crc16(head)
 
 
 def encode(tag: str, body: str) -> bytes:
@@ -87,7 +106,7 @@ def encode(tag: str, body: str) -> bytes:
     return head + b"*" + crc(head).encode("ascii")
 
 
-_FRAME_RE = re.compile(rb"^([0-9A-F]{4}|----) ([\x20-\x7e]+)\*([0-9A-F]{4})$")
+_FRAME_RE = re.compile(rb"^([0-9A-F]{4}|----) ([\x20-\x7e]+)\*([0-9A-F]{8}|[0-9A-F]{4})$")
 
 
 def decode(line: bytes) -> tuple[str, str]:
@@ -98,7 +117,13 @@ def decode(line: bytes) -> tuple[str, str]:
     if not m:
         raise FrameError(f"malformed frame {line[:60]!r}")
     head = line[: line.rindex(b"*")]
-    if crc(head).encode("ascii") != m.group(3):
+    expected = crc(head).encode("ascii")
+    if len(expected) != len(m.group(3)):
+        raise FrameError(
+            f"checksum of the wrong kind in {line[:60]!r} (a frame longer than {LONG_FRAME} "
+            "bytes carries a CRC-32, a shorter one a CRC-16)"
+        )
+    if expected != m.group(3):
         raise FrameError(f"checksum mismatch in {line[:60]!r}")
     return m.group(1).decode("ascii"), m.group(2).decode("ascii")
 
@@ -135,6 +160,39 @@ def execute(batch: int) -> str:
 
 def read_row(r: int) -> str:
     return f"{READ_ROW} {r}"
+
+
+def watchdog(ms: int) -> str:
+    return f"{WDOG} {int(ms)}"
+
+
+# -- what the board echoes (driver and emulator both build them here) ------------------------
+def ok_begin(batch: int, ngroups: int, bias: str) -> str:
+    return f"{R_OK} {BEGIN} {batch} {ngroups} {bias}"
+
+
+def ok_shape(batch: int, group: int, amplitude_v: float, width_s: float, parallel: bool) -> str:
+    return f"{R_OK} {SHAPE} {batch} {group} {num(amplitude_v)} {num(width_s)} {int(parallel)}"
+
+
+def ok_row(batch: int, group: int, r: int, total: int) -> str:
+    return f"{R_OK} {ROW} {batch} {group} {r} {total}"
+
+
+def ok_pulse(batch: int, group: int, r: int, c: int, n: int) -> str:
+    return f"{R_OK} {PULSE} {batch} {group} {r} {c} {n}"
+
+
+def ok_abort(batch: int, pulses: int) -> str:
+    return f"{R_OK} {ABORT} {batch} {pulses}"
+
+
+def ok_safe() -> str:
+    return f"{R_OK} {SAFE}"
+
+
+def ok_watchdog(ms: int) -> str:
+    return f"{R_OK} {WDOG} {int(ms)}"
 
 
 # -- reply builders (emulator) ----------------------------------------------------------------
@@ -210,6 +268,23 @@ def _numbers(body: str, head: str, n: int, conv: Callable[[str], T], what: str) 
 def parse_ints(body: str, head: str, n: int) -> list[int]:
     """The `n` integers after `head` in a reply such as 'LAST 12 40'."""
     return _numbers(body, head, n, int, "integer")
+
+
+@dataclass(frozen=True)
+class BoardStatus:
+    """The reply to STAT?: applied and staged batches, totals, and what runs now."""
+
+    last_batch: int
+    staged_batch: int
+    pulses_total: int
+    errors: int
+    executing_batch: int
+    safe: bool
+
+
+def parse_status(body: str) -> BoardStatus:
+    v = parse_ints(body, R_STAT, 6)
+    return BoardStatus(v[0], v[1], v[2], v[3], v[4], bool(v[5]))
 
 
 def parse_floats(body: str, head: str, n: int) -> list[float]:

@@ -1,15 +1,25 @@
-"""The pulse board's firmware as a pure state machine: one frame in, reply frames out.
+"""The pulse board's firmware as a pure state machine: frames in, reply frames out.
 
-No I/O here, so the same core serves the pseudo-terminal emulator, the dry-run writer and
-the fuzz tests. A batch is staged (BEGIN, SHAPE, ROW/PULSE) and applied atomically by EXEC
-as one pulse plan on the array; the board remembers the last applied batch number across
-link resets, refuses a batch number that is not above it, and logs what it applied.
+No I/O here, so the same core serves the serial emulators, the dry-run writer and the
+fuzz tests. A batch is staged (BEGIN, SHAPE, ROW/PULSE) and applied by EXEC as one pulse
+plan on the array; the board remembers the last applied batch number across link resets
+(non-volatile memory on hardware), refuses a batch number that is not above it, and logs
+what it applied.
+
+Time is given by the caller (`now`), so a batch can take real time (`exec_s_per_pulse`):
+while it runs the board still answers STAT?, LAST?, ID?, ABORT, SAFE and WDOG, refuses
+everything else with ERR 8, and `poll(now)` delivers its DONE when it ends. ABORT (or the
+watchdog, when the host has been silent too long) stops it after the pulses already fired
+and records them as the batch's pulses; a reset of the board (`power_cycle`, an
+Arduino-class board's reaction to DTR) stops it without recording anything, as a real
+reset loses what was in RAM.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,9 +27,10 @@ import numpy as np
 from drivers import board as B
 from drivers.emu_array import AppliedBatch, ArrayLog, StagedGroup, plan_of
 from protocols.backend import CrossbarBackend
+from protocols.plan import PulsePlan
 
 MODEL = "MRNN-PB1"
-FIRMWARE = "1.0"
+FIRMWARE = "2.0"
 
 
 @dataclass
@@ -30,30 +41,101 @@ class _Staging:
     counts: np.ndarray = field(repr=False)
 
 
+@dataclass
+class _Execution:
+    batch: int
+    tag: str
+    groups: list[StagedGroup]
+    bias: str
+    pulses: int
+    t0: float
+    duration: float
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A batch stopped before its end: by ABORT or the watchdog (recorded) or a reset (not)."""
+
+    batch: int
+    pulses: int
+    of: int
+    by: str
+
+
+def first_pulses(groups: list[StagedGroup], k: int) -> list[StagedGroup]:
+    """The first `k` pulses of a batch in the order the board fires them: group by group,
+    device by device (row-major), each device's train whole."""
+    out: list[StagedGroup] = []
+    left = k
+    for g in groups:
+        counts = np.zeros_like(g.counts)
+        if left > 0:
+            flat = g.counts.reshape(-1)
+            cum = np.cumsum(flat)
+            take = np.minimum(flat, np.maximum(left - (cum - flat), 0))
+            counts.reshape(-1)[:] = take
+            left -= int(take.sum())
+        out.append(StagedGroup(g.amplitude_v, g.width_s, g.parallel, counts))
+    return out
+
+
 class BoardCore:
     """The board: a simulated array, the staging buffer and the applied-batch log."""
 
-    def __init__(self, array: CrossbarBackend, *, serial: str = "EMU0001") -> None:
+    def __init__(
+        self,
+        array: CrossbarBackend,
+        *,
+        serial: str = "EMU0001",
+        exec_s_per_pulse: float = 0.0,
+    ) -> None:
         self.array = array
         self.rows, self.cols = array.shape
         self.serial = serial
+        self.exec_s_per_pulse = float(exec_s_per_pulse)
         self.log = ArrayLog()
+        self.interrupted: list[Interrupted] = []
         self.last_batch = 0
         self.last_pulses = 0
         self.total_pulses = 0
         self.errors = 0
+        self.resets = 0
+        self.safe = True
+        self.watchdog_ms = 0
+        self.watchdog_trips = 0
+        self.last_heard = time.monotonic()
         self._staging: _Staging | None = None
+        self._running: _Execution | None = None
         self._lock = threading.RLock()
 
-    # -- link ------------------------------------------------------------------------------
+    # -- link and power --------------------------------------------------------------------
     def link_reset(self) -> None:
         """A dropped link: the staging buffer is lost, the applied-batch record is kept."""
         with self._lock:
             self._staging = None
 
-    def handle(self, line: bytes) -> list[bytes]:
+    def power_cycle(self, now: float | None = None) -> None:
+        """The board resets: RAM is lost (staging, watchdog setting, a running batch, whose
+        pulses already fired stay fired but are not recorded); non-volatile memory keeps
+        the last applied batch."""
+        with self._lock:
+            now = time.monotonic() if now is None else now
+            if self._running is not None:
+                self._stop(now, "reset", record=False)
+            self._staging = None
+            self.watchdog_ms = 0
+            self.safe = True
+            self.resets += 1
+
+    @property
+    def executing(self) -> int:
+        return self._running.batch if self._running is not None else 0
+
+    def handle(self, line: bytes, now: float | None = None) -> list[bytes]:
         """Reply frames (without LF) for one received line; never raises."""
         with self._lock:
+            now = time.monotonic() if now is None else now
+            self.last_heard = now
             if len(line) > B.MAX_FRAME:
                 return [self._err(B.NO_TAG, B.E_OVERFLOW, f"{len(line)} bytes")]
             try:
@@ -62,28 +144,67 @@ class BoardCore:
                 code = B.E_CRC if "checksum" in str(exc) else B.E_SYNTAX
                 return [self._err(B.NO_TAG, code, "")]
             try:
-                return [B.encode(tag, reply) for reply in self._dispatch(body)]
+                return [B.encode(tag, reply) for reply in self._dispatch(body, tag, now)]
             except _Refuse as exc:
                 return [self._err(tag, exc.code, exc.detail)]
+
+    def poll(self, now: float | None = None) -> list[bytes]:
+        """Frames due without a request: the DONE of a batch that has ended. Also trips the
+        watchdog when the host has been silent for longer than it allows."""
+        with self._lock:
+            now = time.monotonic() if now is None else now
+            out: list[bytes] = []
+            run = self._running
+            if run is not None and now >= run.t0 + run.duration:
+                out.append(B.encode(run.tag, self._finish(run)))
+            if self.watchdog_ms and now - self.last_heard > self.watchdog_ms / 1000.0:
+                self.watchdog_trips += 1
+                if self._running is not None:
+                    self._stop(now, "watchdog", record=True)
+                self._safe()
+                self.last_heard = now  # once per silence
+            return out
 
     def _err(self, tag: str, code: int, detail: str) -> bytes:
         self.errors += 1
         return B.encode(tag, B.error(code, detail))
 
     # -- commands --------------------------------------------------------------------------
-    def _dispatch(self, body: str) -> list[str]:
+    def _dispatch(self, body: str, tag: str, now: float) -> list[str]:
         parts = body.split(" ")
         cmd, args = parts[0], parts[1:]
         if cmd == B.ID and not args:
             return [f"{B.R_ID} {MODEL} {self.serial} {FIRMWARE} {self.rows} {self.cols}"]
         if cmd == B.STAT and not args:
             staged = self._staging.batch if self._staging else 0
-            return [f"{B.R_STAT} {self.last_batch} {staged} {self.total_pulses} {self.errors}"]
+            return [
+                f"{B.R_STAT} {self.last_batch} {staged} {self.total_pulses} {self.errors} "
+                f"{self.executing} {int(self.safe)}"
+            ]
+        if cmd == B.LAST and not args:
+            return [f"{B.R_LAST} {self.last_batch} {self.last_pulses}"]
+        if cmd == B.ABORT and not args:
+            if self._running is None:
+                return [B.ok_abort(0, 0)]
+            batch = self._running.batch
+            done = self._stop(now, "abort", record=True)
+            return [B.ok_abort(batch, done)]
+        if cmd == B.SAFE and not args:
+            if self._running is not None:
+                self._stop(now, "safe", record=True)
+            self._safe()
+            return [B.ok_safe()]
+        if cmd == B.WDOG and len(args) == 1:
+            ms = _int(args[0], "watchdog")
+            if ms > B.BOARD_MAX_WATCHDOG_MS:
+                raise _Refuse(B.E_RANGE, f"watchdog {ms} ms")
+            self.watchdog_ms = ms
+            return [B.ok_watchdog(ms)]
+        if self._running is not None:
+            raise _Refuse(B.E_BUSY, f"batch {self._running.batch}")
         if cmd == B.RANGE and not args:
             info = self.array.info()
             return [f"{B.R_RANGE} {B.num(info.g_min_s)} {B.num(info.g_max_s)}"]
-        if cmd == B.LAST and not args:
-            return [f"{B.R_LAST} {self.last_batch} {self.last_pulses}"]
         if cmd == B.BEGIN and len(args) == 3:
             return self._begin(args)
         if cmd == B.SHAPE and len(args) == 5:
@@ -93,7 +214,7 @@ class BoardCore:
         if cmd == B.PULSE and len(args) == 5:
             return self._pulse(args)
         if cmd == B.EXEC and len(args) == 1:
-            return self._exec(args)
+            return self._exec(args, tag, now)
         if cmd == B.READ_ROW and len(args) == 1:
             r = _index(args[0], self.rows, "row")
             values = self.array.read(rows=[r])[0]
@@ -103,6 +224,11 @@ class BoardCore:
             lines = [B.row_values(r, [float(v) for v in g[r]]) for r in range(self.rows)]
             return [*lines, f"{B.R_END} {self.rows}"]
         raise _Refuse(B.E_SYNTAX, cmd[:20])
+
+    def _safe(self) -> None:
+        """Every output to 0 V and every line grounded; the staged batch is discarded."""
+        self._staging = None
+        self.safe = True
 
     def _staged(self, batch_text: str) -> _Staging:
         batch = _int(batch_text, "batch")
@@ -122,7 +248,7 @@ class BoardCore:
             raise _Refuse(B.E_RANGE, f"bias {bias}")
         counts = np.zeros((ngroups, self.rows, self.cols), dtype=np.int64)
         self._staging = _Staging(batch, bias, [None] * ngroups, counts)
-        return [f"{B.R_OK} {B.BEGIN} {batch}"]
+        return [B.ok_begin(batch, ngroups, bias)]
 
     def _group(self, staging: _Staging, text: str) -> int:
         return _index(text, len(staging.groups), "group")
@@ -138,7 +264,7 @@ class BoardCore:
         if args[4] not in ("0", "1"):
             raise _Refuse(B.E_SYNTAX, "parallel flag")
         staging.groups[g] = StagedGroup(amp, width, args[4] == "1", staging.counts[g])
-        return [f"{B.R_OK} {B.SHAPE} {staging.batch} {g}"]
+        return [B.ok_shape(staging.batch, g, amp, width, args[4] == "1")]
 
     def _row(self, args: list[str]) -> list[str]:
         staging = self._staged(args[0])
@@ -149,7 +275,7 @@ class BoardCore:
             raise _Refuse(B.E_SYNTAX, f"{len(fields)} counts for {self.cols} columns")
         counts = [_count(f) for f in fields]
         staging.counts[g, r, :] = counts
-        return [f"{B.R_OK} {B.ROW} {staging.batch} {g} {r} {sum(counts)}"]
+        return [B.ok_row(staging.batch, g, r, sum(counts))]
 
     def _pulse(self, args: list[str]) -> list[str]:
         staging = self._staged(args[0])
@@ -158,26 +284,65 @@ class BoardCore:
         c = _index(args[3], self.cols, "col")
         n = _count(args[4])
         staging.counts[g, r, c] = n
-        return [f"{B.R_OK} {B.PULSE} {staging.batch} {g} {r} {c} {n}"]
+        return [B.ok_pulse(staging.batch, g, r, c, n)]
 
-    def _exec(self, args: list[str]) -> list[str]:
+    def _exec(self, args: list[str], tag: str, now: float) -> list[str]:
         staging = self._staged(args[0])
         missing = [k for k, grp in enumerate(staging.groups) if grp is None]
         if missing:
             raise _Refuse(B.E_INCOMPLETE, f"group {missing[0]} has no shape")
         groups = [grp for grp in staging.groups if grp is not None]
         plan = plan_of(self.rows, self.cols, groups, staging.bias)
-        pulses = plan.total_pulses
-        if pulses:
-            try:
-                self.array.apply(plan)
-            except ValueError as exc:  # the array refused the plan: nothing was applied
-                raise _Refuse(B.E_RANGE, str(exc)[:80]) from None
-        self.last_batch, self.last_pulses = staging.batch, pulses
-        self.total_pulses += pulses
+        run = _Execution(
+            staging.batch,
+            tag,
+            groups,
+            staging.bias,
+            plan.total_pulses,
+            now,
+            plan.total_pulses * self.exec_s_per_pulse,
+        )
         self._staging = None
-        self.log.add(AppliedBatch(staging.batch, pulses, plan.digest()))
-        return [f"{B.R_DONE} {staging.batch} {pulses}"]
+        self.safe = False
+        if run.duration <= 0.0:
+            return [self._finish(run)]
+        self._running = run
+        return []
+
+    def _apply(self, groups: list[StagedGroup], bias: str) -> PulsePlan:
+        plan = plan_of(self.rows, self.cols, groups, bias)
+        if plan.total_pulses:
+            self.array.apply(plan)
+        return plan
+
+    def _finish(self, run: _Execution) -> str:
+        """A batch that ran to its end: applied, recorded, logged."""
+        self._running = None
+        try:
+            plan = self._apply(run.groups, run.bias)
+        except ValueError as exc:  # the array refused the plan: nothing was applied
+            self.errors += 1
+            return B.error(B.E_RANGE, str(exc)[:80])
+        self._record(run.batch, run.pulses, plan)
+        return f"{B.R_DONE} {run.batch} {run.pulses}"
+
+    def _stop(self, now: float, by: str, *, record: bool) -> int:
+        """Stop the running batch after the pulses already fired; those reach the array."""
+        run = self._running
+        assert run is not None
+        self._running = None
+        per = self.exec_s_per_pulse
+        done = min(run.pulses, math.floor((now - run.t0) / per)) if per > 0 else run.pulses
+        plan = self._apply(first_pulses(run.groups, done), run.bias)
+        self.interrupted.append(Interrupted(run.batch, done, run.pulses, by))
+        if record:
+            self._record(run.batch, done, plan)
+        return done
+
+    def _record(self, batch: int, pulses: int, plan: PulsePlan) -> None:
+        self.last_batch, self.last_pulses = batch, pulses
+        self.total_pulses += pulses
+        self.log.add(AppliedBatch(batch, pulses, plan.digest()))
 
 
 class _Refuse(Exception):

@@ -1,7 +1,8 @@
 """What every emulator server does with the bytes it receives, written once.
 
 `LineBuffer` splits a byte stream into lines the way an instrument's input parser does: LF
-ends a line, a CR before it is dropped, and a line longer than the parser's buffer is
+(or the instrument's terminator, NUL for a 4200A on the LAN) ends a line, a CR before it is
+dropped, and a line longer than the parser's buffer is
 discarded whole and handed on as one over-long marker line (so the instrument can answer
 it with its overrun error) instead of being split into fragments that might parse.
 `socket_chunks` yields what a TCP connection receives until it closes or the server stops.
@@ -44,8 +45,9 @@ class Served(ABC):
 class LineBuffer:
     """Accumulates received bytes and returns complete lines (without terminators)."""
 
-    def __init__(self, max_line: int) -> None:
+    def __init__(self, max_line: int, terminator: bytes = b"\n") -> None:
         self.max_line = max_line
+        self.terminator = terminator
         self._buf = bytearray()
         self._overflow = False
 
@@ -54,7 +56,7 @@ class LineBuffer:
         self._buf += data
         lines: list[bytes] = []
         while True:
-            nl = self._buf.find(b"\n")
+            nl = self._buf.find(self.terminator)
             if nl < 0:
                 if len(self._buf) > self.max_line:
                     self._overflow = True

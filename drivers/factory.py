@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 
 KINDS = ("visa", "serial")
 
+#: Pulse sources of the VISA station (`pulse_source` option; 'auto' reads the identity).
+PULSE_SOURCES = ("auto", "b2900", "4200a-pmu")
+
 _VISA_OPTIONS = {
     "matrix_resource": str,
+    "pulse_source": str,
     "visa_library": str,
     "timeout_s": float,
     "retries": int,
@@ -97,8 +101,10 @@ def open_backend(
 ) -> CrossbarBackend:
     """A VISA (`kind='visa'`) or serial (`kind='serial'`) crossbar backend.
 
-    visa: `resource` is the SMU, option `matrix_resource` the switch matrix (any VISA
-    resource strings; pyvisa-py '@py' unless `visa_library` says otherwise). serial:
+    visa: `resource` is the pulse source, option `matrix_resource` the switch matrix (any
+    VISA resource strings; pyvisa-py '@py' unless `visa_library` says otherwise); option
+    `pulse_source` picks the source's dialect ('b2900', '4200a-pmu'; 'auto': a 4200A on its
+    KXCI LAN port 1225, else whatever `*IDN?` names). serial:
     `port` is a device path or a pyserial URL. `preset` and `seed` configure only the
     in-process array of a dry run (and the conductance window of the VISA station when
     `g_min_s`/`g_max_s` are not given, as an SMU cannot know it).
@@ -146,50 +152,109 @@ class _Request:
         )
 
 
+def _source_kind(address: str | None, choice: str) -> str:
+    """The dialect named by the option, or by the resource for 'auto' (None: ask *IDN?)."""
+    if choice not in PULSE_SOURCES:
+        raise InputError(
+            f"backend option pulse_source={choice!r}: choose one of {', '.join(PULSE_SOURCES)}"
+        )
+    if choice != "auto":
+        return choice
+    from drivers.kxci import LAN_PORT
+
+    if address and address.upper().rstrip(":").endswith(f"::{LAN_PORT}::SOCKET"):
+        return "4200a-pmu"
+    return "auto"
+
+
+def _identify_source(transport: Any) -> str:
+    """The dialect of whatever answers `*IDN?` on an LF link (a B2900, or a 4200A on GPIB)."""
+    from drivers.errors import IdentityError
+    from drivers.visa_link import Link
+
+    link = Link(transport, timeout_s=2.0, retries=3)
+    link.clear_at_open()
+    idn = link.retry(lambda: link.query(S.IDN), resync=False)
+    if S.SMU_MODEL_RE.match(idn):
+        return "b2900"
+    if "4200" in idn:
+        return "4200a-pmu"
+    raise IdentityError(
+        f"{transport.name} answers *IDN? with {idn!r}: neither a B2900 SMU nor a 4200A-SCS "
+        "(backend option pulse_source names the instrument)"
+    )
+
+
 def _open_visa(req: _Request) -> CrossbarBackend:
+    from drivers.source_4200a import Pmu4200Source
+    from drivers.source_b2900 import B2900Source
     from drivers.transport import LineTransport, VisaTransport
     from drivers.visa_backend import SmuMatrixBackend
 
     opts, address = req.opts, req.address
     matrix = opts.pop("matrix_resource", None)
     library = opts.pop("visa_library", "@py")
+    kind = _source_kind(address, opts.pop("pulse_source", "auto"))
     if req.dry is None and (not address or not matrix):
         raise InputError(
-            "--backend visa needs --resource (the SMU, e.g. TCPIP::127.0.0.1::5025::SOCKET) "
-            "and the matrix resource (option matrix_resource, e.g. --matrix-resource "
-            "TCPIP::127.0.0.1::5026::SOCKET)"
+            "--backend visa needs --resource (the pulse source, e.g. "
+            "TCPIP::127.0.0.1::5025::SOCKET) and the matrix resource (option matrix_resource, "
+            "e.g. --matrix-resource TCPIP::127.0.0.1::5026::SOCKET)"
         )
     g_range = req.g_range if req.g_range is not None else _preset_range(req.preset)
     smu_t: LineTransport
     matrix_t: LineTransport
     if req.dry is not None:
         from drivers.dryrun import DryRunTransport
-        from drivers.emu_scpi import MatrixCore, SmuCore, Station
+        from drivers.emu_kxci import KxciBehaviour, KxciCore
+        from drivers.emu_scpi import MatrixCore, SmuBehaviour, SmuCore, Station
 
+        kind = "b2900" if kind == "auto" else kind
         station = Station(
             req.emulated_array(), min_width_s=opts.get("min_width_s", S.SMU_MIN_WIDTH_S)
         )
-        smu_core, matrix_core = SmuCore(station), MatrixCore(station)
-        log = req.dry_log(f"VISA station: SMU {address or '(none)'}, matrix {matrix or '(none)'}")
+        core: Any = (
+            KxciCore(station, KxciBehaviour(realtime=False))
+            if kind == "4200a-pmu"
+            else SmuCore(station, SmuBehaviour(realtime=False))
+        )
+        matrix_core = MatrixCore(station)
+        log = req.dry_log(
+            f"VISA station: {kind} source {address or '(none)'}, matrix {matrix or '(none)'}"
+        )
 
         def smu_reply(line: bytes) -> list[bytes]:
-            return [r.encode("ascii") for r in smu_core.handle(line)]
+            return [r.encode("ascii") for r in core.handle(line)]
 
         def matrix_reply(line: bytes) -> list[bytes]:
             return [r.encode("ascii") for r in matrix_core.handle(line)]
 
-        smu_t = DryRunTransport("smu", log, smu_reply)
+        smu_t = DryRunTransport("source", log, smu_reply)
         matrix_t = DryRunTransport("matrix", log, matrix_reply)
     else:
+        from drivers.kxci import LAN_TERMINATION
+
         assert address is not None and matrix is not None
-        smu_t = VisaTransport(address, visa_library=library)
+        socket_4200 = kind == "4200a-pmu" and address.upper().rstrip(":").endswith("SOCKET")
+        term = LAN_TERMINATION if socket_4200 else "\n"
+        smu_t = VisaTransport(address, visa_library=library, termination=term)
         try:
+            if kind == "auto":
+                kind = _identify_source(smu_t)
             matrix_t = VisaTransport(matrix, visa_library=library)
         except BaseException:
             smu_t.close()
             raise
+    source = Pmu4200Source if kind == "4200a-pmu" else B2900Source
     return SmuMatrixBackend(
-        smu_t, matrix_t, req.rows, req.cols, g_range_s=g_range, limits=req.limits, **opts
+        smu_t,
+        matrix_t,
+        req.rows,
+        req.cols,
+        g_range_s=g_range,
+        limits=req.limits,
+        source=source,
+        **opts,
     )
 
 

@@ -10,6 +10,13 @@ A plan with more groups than a batch holds (`batch_groups`, at most the board's 
 consecutive batches. The backend tracks delivery (drivers/delivery.py): it names a plan's
 batch numbers before sending it, and after a crash asks the board how many of them it
 applied and sends only the rest.
+
+The port is reopened only when it is lost, never after a mere timeout: reopening an
+Arduino-class board resets it, and a reset in the middle of a batch leaves some pulses
+fired and none recorded. After an EXEC whose reply did not come, the driver asks the
+board on the same link (STAT?, then LAST?). Every staging reply echoes what the board
+stored; an echo that differs from what was sent means the batch is staged again. The board
+is armed with a watchdog (it goes SAFE when the host falls silent) and left SAFE at close.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class BusStats:
     reconnects: int = 0
     stale_replies: int = 0
     resolved_by_last: int = 0
+    echo_mismatches: int = 0
+    keepalives: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -73,6 +82,7 @@ class PulseBoardBackend(CrossbarBackend):
         per_pulse_s: float = 2e-6,
         g_range_s: tuple[float, float] | None = None,
         batch_groups: int = B.BOARD_MAX_GROUPS,
+        watchdog_s: float = 5.0,
     ) -> None:
         super().__init__(rows, cols, limits=limits)
         if not 1 <= int(batch_groups) <= B.BOARD_MAX_GROUPS:
@@ -80,7 +90,14 @@ class PulseBoardBackend(CrossbarBackend):
             raise InputError(
                 f"backend option batch_groups={batch_groups}: allowed 1..{B.BOARD_MAX_GROUPS}"
             )
+        if not 0.0 <= watchdog_s * 1000 <= B.BOARD_MAX_WATCHDOG_MS:
+            transport.close()
+            raise InputError(
+                f"backend option watchdog_s={watchdog_s}: allowed 0 (off) .."
+                f" {B.BOARD_MAX_WATCHDOG_MS / 1000:g} s"
+            )
         self.batch_groups = int(batch_groups)
+        self.watchdog_s = float(watchdog_s)
         self.transport = transport
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
@@ -89,11 +106,15 @@ class PulseBoardBackend(CrossbarBackend):
         self._tag = 0
         try:
             self.identity = self._identify()
+            self._wait_idle(self.timeout_s)  # a batch of a previous session may still run
             if g_range_s is None:
                 lo, hi = B.parse_floats(self._call(B.RANGE), B.R_RANGE, 2)
                 g_range_s = (lo, hi)
             self._g_range = g_range_s
             last, _ = B.parse_ints(self._call(B.LAST), B.R_LAST, 2)
+            ms = round(self.watchdog_s * 1000)
+            if self._call(B.watchdog(ms)) != B.ok_watchdog(ms):
+                raise InstrumentError(f"{transport.name}: the board did not arm its watchdog")
         except BaseException:
             transport.close()
             raise
@@ -139,21 +160,27 @@ class PulseBoardBackend(CrossbarBackend):
         return bodies
 
     def _recover(self, exc: LinkError, attempt: int) -> None:
+        """After a failed exchange: drop what arrived; reopen only a port that is lost (a
+        reopen may reset the board)."""
         self.stats.retries += 1
         log.debug("serial link: %s (attempt %d)", exc, attempt)
-        if isinstance(exc, LinkLost) or attempt % 2 == 1:
+        if isinstance(exc, LinkLost):
             self.stats.reconnects += 1
             self.transport.reopen()
         self.transport.discard_input()
 
-    def _call(self, body: str, timeout_s: float | None = None, nlines: int = 1) -> str:
+    def _call(
+        self, body: str, timeout_s: float | None = None, nlines: int = 1, retries: int = 0
+    ) -> str:
         """An idempotent request, retried across link failures; returns the first reply."""
-        return self._call_lines(body, timeout_s, nlines)[0]
+        return self._call_lines(body, timeout_s, nlines, retries)[0]
 
-    def _call_lines(self, body: str, timeout_s: float | None = None, nlines: int = 1) -> list[str]:
+    def _call_lines(
+        self, body: str, timeout_s: float | None = None, nlines: int = 1, retries: int = 0
+    ) -> list[str]:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         last_exc: LinkError | None = None
-        for attempt in range(self.retries):
+        for attempt in range(retries or self.retries):
             try:
                 return self._exchange(body, timeout, nlines)
             except _BoardError as err:
@@ -163,7 +190,7 @@ class PulseBoardBackend(CrossbarBackend):
                 self._recover(exc, attempt)
         raise LinkLost(
             f"{self.transport.name}: no valid reply to {body.split(' ')[0]} after "
-            f"{self.retries} attempts ({last_exc})"
+            f"{retries or self.retries} attempts ({last_exc})"
         )
 
     def _identify(self) -> B.BoardIdentity:
@@ -209,19 +236,34 @@ class PulseBoardBackend(CrossbarBackend):
     def _deliver(self, batch: int, groups: list[PulseGroup], bias: str) -> None:
         """Stage and execute one batch, exactly once across link failures."""
         pulses = sum(g.total for g in groups)
-        exec_timeout = self.timeout_s + sum(
-            g.total * (g.shape.width_s + self.per_pulse_s) for g in groups
-        )
+        expected_s = sum(g.total * (g.shape.width_s + self.per_pulse_s) for g in groups)
         for attempt in range(self.retries):
-            if attempt and self._applied_already(batch, pulses):
-                return
+            if attempt:
+                self._wait_idle(self.timeout_s + 2.0 * expected_s)
+                if self._applied_already(batch, pulses):
+                    return
             try:
                 self._stage(batch, groups, bias)
-                if self._execute(batch, pulses, exec_timeout):
+                if self._execute(batch, pulses, expected_s):
                     return
             except _Restage:
                 continue
         raise BackendError(f"batch {batch} could not be applied after {self.retries} tries")
+
+    def _status(self) -> B.BoardStatus:
+        return B.parse_status(self._call(B.STAT))
+
+    def _wait_idle(self, within_s: float) -> None:
+        """Until the board executes no batch (asked on the same link; it answers STAT?
+        while it runs one)."""
+        deadline = time.monotonic() + within_s
+        while self._status().executing_batch:
+            if time.monotonic() > deadline:
+                raise InstrumentError(
+                    f"{self.transport.name}: the board is still executing a batch after "
+                    f"{within_s:g} s"
+                )
+            time.sleep(min(0.01, within_s / 10))
 
     # -- delivery tracking (drivers/delivery.py) -------------------------------------------
     def delivery_ticket(self, plan: PulsePlan) -> Ticket:
@@ -231,6 +273,7 @@ class PulseBoardBackend(CrossbarBackend):
     def delivery_status(self, ticket: Ticket) -> Delivery:
         """How many of the ticket's batches the board applied (`LAST?`; batches go in order)."""
         self._check_open()
+        self._wait_idle(self.timeout_s)
         last, last_pulses = B.parse_ints(self._call(B.LAST), B.R_LAST, 2)
         final = ticket.first + len(ticket.pulses) - 1
         if last < ticket.first - 1 or last > final:
@@ -285,39 +328,99 @@ class PulseBoardBackend(CrossbarBackend):
             return True
         return False
 
-    def _staging_call(self, body: str) -> str:
+    def _staging_call(self, body: str, echo: str) -> None:
+        """A staging request whose reply must echo exactly what the board stored."""
         try:
-            return self._call(body)
+            reply = self._call(body)
         except InstrumentError as exc:
             if getattr(exc, "code", None) == B.E_BATCH:
                 raise _Restage() from exc
             raise
+        if reply != echo:  # the board stored something else: stage the batch again
+            self.stats.echo_mismatches += 1
+            log.warning("%s: sent %r, the board echoed %r", self.transport.name, body, reply)
+            raise _Restage()
 
     def _stage(self, batch: int, groups: list[PulseGroup], bias: str) -> None:
-        self._staging_call(B.begin(batch, len(groups), bias))
+        self._staging_call(B.begin(batch, len(groups), bias), B.ok_begin(batch, len(groups), bias))
         for k, group in enumerate(groups):
+            amp, width, par = group.shape.amplitude_v, group.shape.width_s, group.parallel
             self._staging_call(
-                B.shape(batch, k, group.shape.amplitude_v, group.shape.width_s, group.parallel)
+                B.shape(batch, k, amp, width, par), B.ok_shape(batch, k, amp, width, par)
             )
             nnz = np.count_nonzero(group.counts, axis=1)
             for r in np.flatnonzero(nnz):
                 counts = group.counts[r]
                 if nnz[r] == 1:
                     c = int(np.flatnonzero(counts)[0])
-                    self._staging_call(B.pulse(batch, k, int(r), c, int(counts[c])))
+                    n = int(counts[c])
+                    self._staging_call(
+                        B.pulse(batch, k, int(r), c, n), B.ok_pulse(batch, k, int(r), c, n)
+                    )
                 else:
-                    self._staging_call(B.row(batch, k, int(r), counts.tolist()))
+                    row = counts.tolist()
+                    self._staging_call(
+                        B.row(batch, k, int(r), row), B.ok_row(batch, k, int(r), sum(row))
+                    )
 
-    def _execute(self, batch: int, pulses: int, timeout_s: float) -> bool:
-        """True when the board confirms the batch; False means 'check LAST? and retry'."""
+    def _await_exec(self, batch: int, expected_s: float) -> str:
+        """Send EXEC and wait for its DONE; while waiting longer than a third of the
+        watchdog's time, a STAT? frame every so often tells the board the host is alive
+        (its reply is dropped as a line with another tag)."""
+        self._tag = (self._tag + 1) % 0x10000
+        tag = B.tag_of(self._tag)
+        self.stats.requests += 1
+        self.transport.write_line(B.encode(tag, B.execute(batch)))
+        self.transport.round_trips += 1
+        now = time.monotonic()
+        deadline = now + self.timeout_s + expected_s
+        every = self.watchdog_s / 3.0 if self.watchdog_s > 0 else float("inf")
+        keep = now + every
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise LinkTimeout(f"{self.transport.name}: no reply to EXEC {batch}")
+            if now >= keep:
+                self._tag = (self._tag + 1) % 0x10000
+                self.transport.write_line(B.encode(B.tag_of(self._tag), B.STAT))
+                self.stats.keepalives += 1
+                keep = now + every
+            try:
+                line = self.transport.read_line(min(deadline, keep) - now)
+            except LinkTimeout:
+                continue
+            try:
+                rtag, rbody = B.decode(line)
+            except B.FrameError as exc:
+                raise GarbledReply(f"{self.transport.name}: {exc}") from exc
+            if rtag == B.NO_TAG:
+                raise GarbledReply(f"board could not read a request: {rbody}")
+            if rtag != tag:
+                self.stats.stale_replies += 1
+                continue
+            err = B.parse_error(rbody)
+            if err is not None:
+                raise _BoardError(err[0], err[1])
+            return rbody
+
+    def _execute(self, batch: int, pulses: int, expected_s: float) -> bool:
+        """True when the board confirms the batch; False means 'ask the board and retry'.
+
+        A failure here never reopens a port that still works: the board may be in the
+        middle of the batch, and a reopen can reset it.
+        """
         try:
-            done = self._exchange(B.execute(batch), timeout_s)[0]
+            done = self._await_exec(batch, expected_s)
         except _BoardError as err:
-            if err.code == B.E_BATCH:
+            if err.code in (B.E_BATCH, B.E_CRC):
                 return False
             raise err.as_instrument_error(B.EXEC) from None
         except LinkError as exc:
-            self._recover(exc, 1)
+            self.stats.retries += 1
+            if isinstance(exc, LinkLost):
+                self.stats.reconnects += 1
+                self.transport.reopen()
+            self.transport.discard_input()
             return False
         got_batch, got_pulses = B.parse_ints(done, B.R_DONE, 2)
         if got_batch != batch or got_pulses != pulses:
@@ -388,7 +491,15 @@ class PulseBoardBackend(CrossbarBackend):
         )
 
     def _close(self) -> None:
-        self.transport.close()
+        """Stop a running batch (ABORT) and leave the board SAFE (0 V, lines grounded)."""
+        try:
+            self._call(B.ABORT, retries=3)
+            if self._call(B.SAFE, retries=3) != B.ok_safe():
+                raise InstrumentError("the board did not confirm SAFE")
+        except (LinkError, InstrumentError) as exc:
+            log.warning("closing the pulse board (it may not be SAFE): %s", exc)
+        finally:
+            self.transport.close()
 
     @property
     def bus(self) -> dict[str, Any]:

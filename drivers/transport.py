@@ -1,12 +1,15 @@
 """Line transports: one request line out, reply lines back, over pyvisa or pyserial.
 
-Both transports speak bytes, end every line with LF, and turn every failure into a
-`LinkError` subclass so that the backends handle VISA and serial alike. Each call takes
-its own timeout so the caller can size it to the work (a long pulse train, an array read).
+Both transports speak bytes, end every line with a terminator (LF, or NUL for a 4200A over
+the LAN), and turn every failure into a `LinkError` subclass so that the backends handle
+VISA and serial alike. Each call takes its own timeout so the caller can size it to the
+work (a long pulse train, an array read). `clear()` empties what the instrument may still
+send from before (a late reply after a timeout, a reply left by a previous session).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import time
@@ -45,6 +48,14 @@ class LineTransport(ABC):
     def discard_input(self) -> None:
         """Drop whatever has arrived but was not read (stale replies after a timeout)."""
 
+    def clear(self, quiet_s: float = 0.1) -> None:
+        """Empty the instrument's output: nothing sent before this call can be read after it.
+
+        The default drops what has arrived; transports whose instrument may still be sending
+        (a late reply) wait for `quiet_s` of silence or send a device clear.
+        """
+        self.discard_input()
+
     @abstractmethod
     def _reopen(self) -> None: ...
 
@@ -79,9 +90,14 @@ class VisaTransport(LineTransport):
         *,
         visa_library: str = "@py",
         open_timeout_s: float = 5.0,
+        termination: str = "\n",
     ) -> None:
         super().__init__(resource)
+        if termination not in ("\n", "\0"):
+            raise ValueError(f"termination {termination!r}: LF or NUL")
         self._resource_name = resource
+        self._term = termination
+        self._term_b = termination.encode("ascii")
         self._open_timeout_ms = max(1, round(open_timeout_s * 1000))
         try:
             self._rm = pyvisa.ResourceManager(visa_library)
@@ -98,15 +114,20 @@ class VisaTransport(LineTransport):
             raise LinkLost(f"cannot open {self._resource_name}: {exc}") from exc
         # pyvisa-py SOCKET resources default to no read termination: every query would
         # time out. Both terminations are set here, always.
-        res.read_termination = "\n"
-        res.write_termination = "\n"
+        res.read_termination = self._term
+        res.write_termination = self._term
         self._res = res
+
+    @property
+    def is_socket(self) -> bool:
+        """A raw TCP socket resource (no device-clear message exists on it)."""
+        return self._resource_name.upper().rstrip(":").endswith("SOCKET")
 
     def write_line(self, line: bytes) -> None:
         if self._res is None:
             raise LinkLost(f"{self.name} is not open")
         try:
-            self._res.write_raw(line + b"\n")
+            self._res.write_raw(line + self._term_b)
         except _VISA_IO_ERRORS as exc:
             raise LinkLost(f"{self.name}: write failed: {exc}") from exc
         self.lines_written += 1
@@ -123,13 +144,41 @@ class VisaTransport(LineTransport):
             raise LinkLost(f"{self.name}: read failed: {exc}") from exc
         except (pyvisa.errors.InvalidSession, OSError) as exc:
             raise LinkLost(f"{self.name}: read failed: {exc}") from exc
-        if not raw.endswith(b"\n"):
+        if not raw.endswith(self._term_b):
             raise GarbledReply(f"{self.name}: reply without terminator: {raw[:60]!r}")
         return raw[:-1].rstrip(b"\r")
 
     def discard_input(self) -> None:
         # A SOCKET resource cannot be flushed reliably; reopening is the only sure way.
         self._reopen_quiet()
+
+    def clear(self, quiet_s: float = 0.1) -> None:
+        """GPIB, USB-TMC, VXI-11, HiSLIP: a device clear (the instrument empties its output
+        queue; a reopen does not). A raw socket has no such message (and a VISA library
+        may not implement one): read and drop whatever arrives until `quiet_s` passes
+        without a byte."""
+        if self._res is None:
+            raise LinkLost(f"{self.name} is not open")
+        if not self.is_socket:
+            try:
+                self._res.clear()
+                return
+            except NotImplementedError:
+                pass
+            except _VISA_IO_ERRORS as exc:
+                raise LinkLost(f"{self.name}: device clear failed: {exc}") from exc
+        self._res.timeout = max(1, round(quiet_s * 1000))
+        try:
+            while True:
+                self._res.read_raw()
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code != pyvisa.constants.StatusCode.error_timeout:
+                raise LinkLost(f"{self.name}: clear failed: {exc}") from exc
+        except (pyvisa.errors.InvalidSession, OSError) as exc:
+            raise LinkLost(f"{self.name}: clear failed: {exc}") from exc
+        # a partial line read before the quiet period is stale too
+        with contextlib.suppress(NotImplementedError, pyvisa.errors.VisaIOError):
+            self._res.flush(pyvisa.constants.BufferOperation.discard_read_buffer_no_io)
 
     def _reopen_quiet(self) -> None:
         self.close()
@@ -148,10 +197,12 @@ class VisaTransport(LineTransport):
 
 
 class SerialTransport(LineTransport):
-    """A pyserial port or URL (a device path, a pty, `loop://`, `socket://...`).
+    """A pyserial port or URL (a device path, a pty, `loop://`, `socket://...`, `rfc2217://`).
 
     Every setting is passed at open time: on a Linux pty, changing a setting of an open
-    port with even parity fails, so nothing is changed afterwards.
+    port with even parity fails, so nothing is changed afterwards. DTR and RTS are held
+    inactive from the moment the port opens: an Arduino-class board resets when DTR is
+    asserted, and a reset in the middle of a batch loses what it was doing.
     """
 
     POLL_S = 0.05
@@ -175,11 +226,21 @@ class SerialTransport(LineTransport):
     def _open(self, *, wait: bool = False) -> None:
         """Open the port; on a reconnect (`wait`), keep trying while a USB port re-enumerates."""
         deadline = time.monotonic() + (self._open_timeout_s if wait else 0.0)
+        # the rfc2217 client has no write timeout (it raises NotImplementedError)
+        write_timeout = None if self._port.startswith("rfc2217://") else 2.0
         while True:
             try:
-                self._ser = serial.serial_for_url(
-                    self._port, timeout=self.POLL_S, write_timeout=2.0, **self._settings
+                ser = serial.serial_for_url(
+                    self._port,
+                    timeout=self.POLL_S,
+                    write_timeout=write_timeout,
+                    do_not_open=True,
+                    **self._settings,
                 )
+                ser.dtr = False  # applied when the port opens, before any byte moves
+                ser.rts = False
+                ser.open()
+                self._ser = ser
                 break
             except (serial.SerialException, OSError, ValueError) as exc:
                 if time.monotonic() > deadline:

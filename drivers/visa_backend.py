@@ -1,47 +1,57 @@
-"""A crossbar behind an SMU in pulse mode and a switch matrix, over VISA.
+"""A crossbar behind a pulse source and a switch matrix, over VISA.
 
-The matrix connects one word line to the SMU and one bit line to ground; the SMU fires a
-timer-paced pulse train (`:TRIG:COUN n`) and reads with a DC spot measurement. Each train
-and its `*OPC?` go in one program message. Pulses are counted by the SMU's reading buffer
-(one reading per pulse, cleared at the start of each batch), so when a train's fate is
-unknown after a link failure the driver asks the instrument how many pulses it delivered
-and sends only the rest: no pulse is lost or sent twice.
+The matrix (a 707B) connects one word line to the source and one bit line to ground; the
+source fires a train of pulses on that device, or measures its current at the read
+voltage. The source is a dialect (drivers/pulse_source.py): a Keysight B2900 SMU, or a
+Keithley 4200A-SCS with a 4225-PMU for pulses down to tens of nanoseconds.
+
+Safety rules the station keeps, whatever the source:
+- no relay switches under voltage: the source is idle at 0 V before every connect, reads
+  included, and every close is verified before anything is fired;
+- start-up opens every relay before the output goes on;
+- shutdown stops a running train, sets 0 V and turns the output off, then opens every
+  relay; a constructor that fails after the output may have gone on does the same.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from drivers import scpi as S
-from drivers.errors import GarbledReply, IdentityError, InstrumentError, LinkError, LinkLost
+from drivers.errors import InstrumentError, LinkError
+from drivers.matrix import Matrix
+from drivers.pulse_source import PulseSource
+from drivers.source_b2900 import B2900Source
 from drivers.transport import LineTransport
-from protocols.backend import BackendInfo, CrossbarBackend
+from drivers.visa_link import Link
+from protocols.backend import BackendError, BackendInfo, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.plan import PulsePlan
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+#: Highest read voltage the station accepts (reads must not program the devices).
+MAX_READ_V = 1.0
 
-SMU_MODEL_RE = re.compile(r"^[^,]*,\s*B29\d\d[A-Z]?\s*,")
-MATRIX_MODEL_RE = re.compile(r"^[^,]*,\s*(Model\s+)?707B\s*,")
-#: Shortest pulse period the driver programs (and at least twice the width).
-MIN_PERIOD_S = 1e-4
+SMU_MODEL_RE = S.SMU_MODEL_RE
+MATRIX_MODEL_RE = S.MATRIX_MODEL_RE
 
 
-def period_for(width_s: float) -> float:
-    return max(2.0 * width_s, MIN_PERIOD_S)
+class ComplianceHit(InstrumentError):
+    """A read hit the current compliance (or overflowed): no conductance can be given."""
 
 
 class SmuMatrixBackend(CrossbarBackend):
-    """`CrossbarBackend` over a B2900-style SMU and a 707B-style switch matrix."""
+    """`CrossbarBackend` over a pulse source and a 707B-style switch matrix.
+
+    `smu` is the pulse source's transport (a B2900 unless `source` names another dialect
+    class), `matrix` the switch matrix's.
+    """
 
     def __init__(
         self,
@@ -55,256 +65,188 @@ class SmuMatrixBackend(CrossbarBackend):
         read_v: float = 0.125,
         timeout_s: float = 2.0,
         retries: int = 20,
-        min_width_s: float = S.SMU_MIN_WIDTH_S,
+        min_width_s: float | None = None,
         columns_per_slot: int = S.MATRIX_COLUMNS_PER_SLOT,
         slots: int = S.MATRIX_SLOTS,
+        source: type[PulseSource] = B2900Source,
     ) -> None:
         super().__init__(rows, cols, limits=limits)
+        self._output_may_be_on = False
         self.map = S.MatrixMap(rows, cols, columns_per_slot, slots)
-        if not self.map.fits():
-            raise InputError(
-                f"a {rows}x{cols} array needs {self.map.lines} matrix columns; the matrix has "
-                f"{slots} slots x {columns_per_slot} columns = {slots * columns_per_slot}"
-            )
-        if not 0.0 < read_v <= 1.0:
-            raise InputError(f"read_v={read_v!r} V: a read must stay in (0, 1] V")
-        compliance = self.limits.compliance_a
-        if not S.SMU_MIN_COMPLIANCE_A <= compliance <= S.SMU_MAX_COMPLIANCE_A:
-            smu.close()
-            matrix.close()
-            raise InputError(
-                f"limits compliance_a={compliance:g} A is outside the SMU's compliance range "
-                f"[{S.SMU_MIN_COMPLIANCE_A:g}, {S.SMU_MAX_COMPLIANCE_A:g}] A"
-            )
-        self.smu, self.matrix = smu, matrix
-        self.g_range_s = g_range_s
-        self.read_v = float(read_v)
-        self.timeout_s = float(timeout_s)
-        self.retries = int(retries)
-        self.min_width_s = float(min_width_s)
-        self._shape: tuple[float, float] | None = None
-        self.recoveries = 0
         try:
-            self.smu_idn = self._identify(smu, SMU_MODEL_RE, "B2900-series SMU")
-            self.matrix_idn = self._identify(matrix, MATRIX_MODEL_RE, "707B switch matrix")
-            self._retry(
-                smu,
-                lambda: self._expect_one(smu, S.smu_setup(self.limits.compliance_a, MIN_PERIOD_S)),
-            )
-            self._check_smu_errors()
-            self._release()
+            if not self.map.fits():
+                raise InputError(
+                    f"a {rows}x{cols} array needs {self.map.lines} matrix columns; the matrix "
+                    f"has {slots} slots x {columns_per_slot} columns = {slots * columns_per_slot}"
+                )
+            if not 0.0 < read_v <= MAX_READ_V:
+                raise InputError(f"read_v={read_v!r} V: a read must stay in (0, {MAX_READ_V}] V")
+            self.source = self._make_source(source, smu, timeout_s, retries, min_width_s)
         except BaseException:
             smu.close()
             matrix.close()
             raise
-
-    # -- wire ------------------------------------------------------------------------------
-    @staticmethod
-    def _query(t: LineTransport, message: str | list[str], timeout_s: float) -> str:
-        lines = [message] if isinstance(message, str) else message
-        # Several lines go out in one write: a second small write would wait for the
-        # acknowledgement of the first (Nagle), costing milliseconds per exchange.
-        raw = t.query("\n".join(lines).encode("ascii"), timeout_s)
+        self.matrix = Matrix(Link(matrix, timeout_s=timeout_s, retries=retries), self.map)
+        self.g_range_s = g_range_s
+        self.read_v = float(read_v)
+        self.timeout_s = float(timeout_s)
         try:
-            return raw.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise GarbledReply(f"{t.name}: non-ASCII reply {raw[:40]!r}") from exc
-
-    def _expect_one(
-        self, t: LineTransport, message: str | list[str], timeout_s: float | None = None
-    ) -> None:
-        reply = self._query(t, message, self.timeout_s if timeout_s is None else timeout_s)
-        if reply != "1":
-            raise GarbledReply(f"{t.name}: expected '1' (operation complete), got {reply[:40]!r}")
-
-    def _identify(self, t: LineTransport, pattern: re.Pattern[str], what: str) -> str:
-        idn = self._retry(t, lambda: self._query(t, S.IDN, self.timeout_s), resync=False)
-        if not pattern.match(idn):
-            raise IdentityError(f"{t.name} answers *IDN? with {idn!r}, not a {what}")
-        return idn
-
-    def _resync(self, t: LineTransport) -> None:
-        """After a failure: a fresh connection (no stale reply can follow) and no trust in
-        the cached pulse shape."""
-        self.recoveries += 1
-        t.reopen()
-        self._shape = None
-
-    def _retry(self, t: LineTransport, op: Callable[[], T], *, resync: bool = True) -> T:
-        last: LinkError | None = None
-        for attempt in range(self.retries):
-            try:
-                if attempt and resync:
-                    self._resync(t)
-                elif attempt:
-                    t.reopen()
-                return op()
-            except LinkError as exc:
-                last = exc
-                log.debug("%s: %s (attempt %d)", t.name, exc, attempt)
-        raise LinkLost(f"{t.name}: giving up after {self.retries} attempts ({last})")
-
-    # -- instrument state ------------------------------------------------------------------
-    def _check_smu_errors(self) -> None:
-        errors = []
-        for _ in range(S.SMU_ERROR_QUEUE_DEPTH):
-            code, text = self._retry(
-                self.smu,
-                lambda: _parsed(S.parse_error, self._query(self.smu, S.SYST_ERR, self.timeout_s)),
+            self.source.open()
+            rows_needed = "".join(
+                sorted({S.MATRIX_ROW_GROUND, self.source.pulse_row, self.source.read_row})
             )
-            if code == 0:
-                break
-            errors.append(f"{code} {text}")
-        if errors:
-            shown = "; ".join(errors[:4]) + (
-                f"; ... ({len(errors)} entries)" if len(errors) > 4 else ""
+            self.matrix.open(rows_needed)
+            self.matrix.release()  # every relay open before the output goes on
+            self._output_may_be_on = True  # *RST and setup leave it off; a fault may not
+            self.source.setup()
+            self.source.output_on()
+        except BaseException:
+            self._shutdown()
+            raise
+
+    def _make_source(
+        self,
+        source: type[PulseSource],
+        smu: LineTransport,
+        timeout_s: float,
+        retries: int,
+        min_width_s: float | None,
+    ) -> PulseSource:
+        compliance = self.limits.compliance_a
+        link = Link(smu, timeout_s=timeout_s, retries=retries)
+        if source is B2900Source:
+            if not S.SMU_MIN_COMPLIANCE_A <= compliance <= S.SMU_MAX_COMPLIANCE_A:
+                raise InputError(
+                    f"limits compliance_a={compliance:g} A is outside the SMU's compliance range "
+                    f"[{S.SMU_MIN_COMPLIANCE_A:g}, {S.SMU_MAX_COMPLIANCE_A:g}] A"
+                )
+            return B2900Source(
+                link,
+                compliance,
+                min_width_s=S.SMU_MIN_WIDTH_S if min_width_s is None else min_width_s,
             )
-            raise InstrumentError(f"SMU error queue: {shown}")
+        made = source(link, compliance)
+        if min_width_s is not None:
+            made.min_width_s = float(min_width_s)
+        return made
 
-    def _delivered(self) -> int:
-        """Pulses in the reading buffer; read until two answers agree (a guard on noise)."""
+    # -- identities, kept for callers that know the station as an SMU + matrix -------------
+    @property
+    def smu(self) -> LineTransport:
+        return self.source.link.transport
 
-        def once() -> int:
-            return _parsed(S.parse_int, self._query(self.smu, S.smu_count(), self.timeout_s))
+    @property
+    def smu_idn(self) -> str:
+        return self.source.idn
 
-        previous = self._retry(self.smu, once)
-        for _ in range(self.retries):
-            current = self._retry(self.smu, once)
-            if current == previous:
-                return current
-            previous = current
-        raise LinkLost(f"{self.smu.name}: the pulse count does not settle")
+    @property
+    def matrix_idn(self) -> str:
+        return self.matrix.idn
 
-    def _connect(self, r: int, c: int) -> None:
-        self._retry(
-            self.matrix, lambda: self._expect_one(self.matrix, S.matrix_connect(self.map, r, c))
-        )
+    @property
+    def recoveries(self) -> int:
+        return self.source.link.recoveries + self.matrix.link.recoveries
 
-    def _release(self) -> None:
-        self._retry(self.matrix, lambda: self._expect_one(self.matrix, S.matrix_release()))
+    @property
+    def min_width_s(self) -> float:
+        return self.source.min_width_s
 
     # -- pulses ----------------------------------------------------------------------------
     def _check_capability(self, plan: PulsePlan) -> None:
         if plan.bias != "none":
             raise InputError(
-                f"plan bias {plan.bias!r}: the SMU and matrix leave unselected lines floating; "
+                f"plan bias {plan.bias!r}: the matrix leaves unselected lines floating; "
                 "only bias 'none' can be delivered"
             )
         for k, group in enumerate(plan.groups):
-            if group.total == 0:
-                continue
-            amp, width = group.shape.amplitude_v, group.shape.width_s
-            if abs(amp) > S.SMU_MAX_ABS_V:
-                raise InputError(
-                    f"group {k}: amplitude {amp:g} V beyond the SMU's ±{S.SMU_MAX_ABS_V:g} V"
-                )
-            if width > S.SMU_MAX_WIDTH_S:
-                raise InputError(
-                    f"group {k}: width {width:g} s is above the SMU's maximum pulse width "
-                    f"{S.SMU_MAX_WIDTH_S:g} s"
-                )
-            if width < self.min_width_s:
-                raise InputError(
-                    f"group {k}: width {width:g} s is below the SMU's minimum pulse width "
-                    f"{self.min_width_s:g} s"
-                )
+            if group.total:
+                self.source.check_shape(k, group.shape.amplitude_v, group.shape.width_s)
 
     def _apply(self, plan: PulsePlan) -> None:
         self._check_capability(plan)
-        self._retry(self.smu, lambda: self._expect_one(self.smu, S.smu_epoch()))
-        in_epoch = 0
+        self.source.begin_batch()
         for group in plan.groups:
             rr, cc = np.nonzero(group.counts)
             for r, c in zip(rr.tolist(), cc.tolist(), strict=True):
-                n = int(group.counts[r, c])
-                if in_epoch + n > S.SMU_TRACE_CAPACITY:
-                    self._retry(self.smu, lambda: self._expect_one(self.smu, S.smu_epoch()))
-                    in_epoch = 0
-                self._connect(r, c)
-                self._train(n, group.shape.amplitude_v, group.shape.width_s, in_epoch)
-                in_epoch += n
-        self._release()
-        self._check_smu_errors()
-
-    def _train(self, n: int, amp: float, width: float, before: int) -> None:
-        """Deliver `n` pulses given `before` already counted in this epoch, exactly once."""
-        target = before + n
-        remaining = n
-        for _ in range(self.retries):
-            shape_changed = self._shape != (amp, width)
-            message = S.smu_train(
-                remaining,
-                amp if shape_changed else None,
-                width if shape_changed else None,
-                period_for(width) if shape_changed else None,
-            )
-            timeout = self.timeout_s + remaining * period_for(width) * 1.5
-            try:
-                self._expect_one(self.smu, message, timeout)
-                self._shape = (amp, width)
-                return
-            except LinkError as exc:
-                log.debug("%s: train of %d: %s", self.smu.name, remaining, exc)
-                self._retry(self.smu, lambda: self._resync(self.smu), resync=False)
-                self._check_smu_errors()
-                done = self._delivered()
-                if done > target or done < before:
-                    raise InstrumentError(
-                        f"SMU counted {done} pulses in this batch, expected between "
-                        f"{before} and {target}"
-                    ) from exc
-                remaining = target - done
-                if remaining == 0:
-                    return
-        raise LinkLost(f"{self.smu.name}: pulse train not confirmed after {self.retries} tries")
+                self.matrix.connect(r, c, self.source.pulse_row)
+                shape = group.shape
+                self.source.fire(int(group.counts[r, c]), shape.amplitude_v, shape.width_s)
+        self.matrix.release()
+        self.source.end_batch()
 
     # -- reads -----------------------------------------------------------------------------
     def _read(self, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> NDArray[np.float64]:
+        return self._read_at(rows, cols, self.read_v)
+
+    def _read_at(
+        self, rows: NDArray[np.intp], cols: NDArray[np.intp], read_v: float
+    ) -> NDArray[np.float64]:
+        """Conductances at `read_v`; a read that hit compliance is reported, not converted."""
+        if not 0.0 < read_v <= MAX_READ_V:
+            raise InputError(f"read voltage {read_v!r} V: a read must stay in (0, {MAX_READ_V}] V")
         out = np.empty((rows.size, cols.size))
-        message = S.smu_read(self.read_v)
+        hits: list[str] = []
         for i, r in enumerate(rows.tolist()):
             for j, c in enumerate(cols.tolist()):
-                self._connect(r, c)
-                current = self._retry(
-                    self.smu,
-                    lambda: _parsed(S.parse_float, self._query(self.smu, message, self.timeout_s)),
-                )
-                out[i, j] = current / self.read_v
-        self._retry(self.smu, lambda: self._expect_one(self.smu, S.smu_after_read()))
-        self._release()
+                self.matrix.connect(r, c, self.source.read_row)
+                reading = self.source.measure(read_v)
+                if reading.problem is not None:
+                    hits.append(f"({r}, {c}): {reading.current_a:.4g} A, {reading.problem}")
+                out[i, j] = reading.current_a / read_v
+        self.matrix.release()
+        if hits:
+            shown = "; ".join(hits[:4]) + (f"; ... ({len(hits)} devices)" if len(hits) > 4 else "")
+            raise ComplianceHit(
+                f"reads at {read_v:g} V are not measurements of the devices: {shown}"
+            )
         return out
 
     # -- description and shutdown ---------------------------------------------------------
     def _info(self) -> BackendInfo:
         return BackendInfo(
-            name=f"{self.smu_idn.split(',')[1].strip()} + 707B on {self.smu.name}",
+            name=f"{self.source.model} + {self.matrix.idn.split(',')[1].strip()} "
+            f"on {self.source.name}",
             kind="visa",
             rows=self._rows,
             cols=self._cols,
             g_min_s=self.g_range_s[0],
             g_max_s=self.g_range_s[1],
             details={
-                "smu": self.smu_idn,
-                "matrix": self.matrix_idn,
+                **self.source.details(),
+                "matrix": self.matrix.idn,
+                "matrix_cards": list(self.matrix.cards),
                 "read_v": self.read_v,
-                "round_trips": self.smu.round_trips + self.matrix.round_trips,
+                "round_trips": self.smu.round_trips + self.matrix.link.transport.round_trips,
             },
         )
 
+    def _shutdown(self) -> None:
+        """Stop, 0 V, output off, then every relay open; a step that fails does not stop the
+        next, and the links are closed whatever happens."""
+        problems: list[str] = []
+        try:
+            if self._output_may_be_on:
+                try:
+                    self.source.shutdown()
+                    self._output_may_be_on = False
+                except (LinkError, InstrumentError, BackendError) as exc:
+                    problems.append(f"source: {exc}")
+            if self.matrix.identified:
+                try:
+                    self.matrix.release()
+                except (LinkError, InstrumentError, BackendError) as exc:
+                    problems.append(f"matrix: {exc}")
+        finally:
+            self.source.close()
+            self.matrix.close()
+        if problems:
+            log.warning(
+                "closing the VISA station (output or relays may be on): %s", "; ".join(problems)
+            )
+
     def _close(self) -> None:
         """Output off and all relays open, whatever state the run ended in."""
-        try:
-            self._retry(self.smu, lambda: self._expect_one(self.smu, S.smu_shutdown()))
-            self._release()
-        except (LinkError, InstrumentError) as exc:
-            log.warning("closing the VISA station (output may still be on): %s", exc)
-        finally:
-            self.smu.close()
-            self.matrix.close()
+        self._shutdown()
 
-
-def _parsed(parse: Callable[[str], T], reply: str) -> T:
-    try:
-        return parse(reply)
-    except ValueError as exc:
-        raise GarbledReply(str(exc)) from exc
+    def details(self) -> dict[str, Any]:
+        return self._info().details

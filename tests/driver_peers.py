@@ -64,11 +64,13 @@ class Script:
 
 
 class TcpPeer:
-    """A scripted instrument on 127.0.0.1 (one connection at a time, reconnects allowed)."""
+    """A scripted instrument on 127.0.0.1 (one connection at a time, reconnects allowed);
+    lines end with `terminator` both ways (LF, or NUL like a 4200A on the LAN)."""
 
-    def __init__(self, who: str, script: Script) -> None:
+    def __init__(self, who: str, script: Script, terminator: bytes = b"\n") -> None:
         self.who = who
         self.script = script
+        self.terminator = terminator
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
@@ -94,14 +96,14 @@ class TcpPeer:
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(0.05)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        lines = LineBuffer(1 << 20)
+        lines = LineBuffer(1 << 20, self.terminator)
         with conn:
             for chunk in socket_chunks(conn, self._stop):
                 for line in lines.feed(chunk):
                     replies = self.script.take(self.who, line)
                     if CLOSE in replies:
                         return
-                    out = b"".join(r + b"\n" for r in replies if r != DROP)
+                    out = b"".join(r + self.terminator for r in replies if r != DROP)
                     if out:
                         conn.sendall(out)
 

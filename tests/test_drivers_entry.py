@@ -84,10 +84,13 @@ def test_dry_run_records_exactly_what_is_sent_and_nothing_unsafe(kind: str, tmp_
     assert "2.6" not in text  # the unsafe plan never reached the stream
     if kind == "serial":
         assert "board > " in text and " PULSE 1 0 0 1 2*" in text and " DONE 1 2*" in text
+        assert " SAFE*" in text.splitlines()[-2]  # the board is left SAFE
     else:
         assert 'matrix > channel.exclusiveclose("1A01,1B04")' in text
-        assert ":SOUR:VOLT:TRIG 2.0;" in text and ":TRIG:COUN 2;:INIT (@1);*OPC?" in text
-        assert "smu > :SOUR:VOLT 0.0;:OUTP OFF;*OPC?" in text  # output off at close
+        assert ":SOUR:VOLT:TRIG 2.0;" in text and ":TRIG:ALL:COUN 2;:INIT (@1);*OPC?" in text
+        # at close: abort, 0 V, output off, and only then every relay open
+        off = text.index("source > :ABOR:ALL (@1);:SOUR:VOLT 0.0;:SOUR:VOLT:TRIG 0.0;:OUTP OFF")
+        assert text.rindex('matrix > channel.open("allslots")') > off
     fired = text.count(" EXEC ") if kind == "serial" else text.count(":INIT (@1)")
     assert fired == 1  # only the safe plan was delivered
 

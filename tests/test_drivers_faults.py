@@ -66,7 +66,8 @@ def test_serial_board_exactly_once_under_faults() -> None:
             if k % 100 == 99:
                 np.testing.assert_array_equal(be.read(), reference.read())
                 reads_ok += 1
-        assert be.stats.retries > 0 and be.stats.reconnects > 0
+        # failures were recovered on the same link: a timeout never reopens the port
+        assert be.stats.retries > 0 and be.stats.reconnects == 0
     injected = emu.faults.injected
     for kind in Fault:
         if kind is not Fault.NONE:

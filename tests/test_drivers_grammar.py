@@ -80,11 +80,27 @@ def test_numbers_survive_the_wire_exactly() -> None:
 
 def test_scpi_messages() -> None:
     assert S.smu_train(4, 1.5, 1e-4, 2e-4) == (
-        ":SOUR:FUNC:SHAP PULS;:SOUR:VOLT:TRIG 1.5;:TRIG:TIM 0.0002;:SOUR:PULS:WIDT 0.0001;"
-        ":TRIG:COUN 4;:INIT (@1);*OPC?"
+        ":SOUR:FUNC:SHAP PULS;:SOUR:VOLT:TRIG 1.5;:TRIG:ALL:TIM 0.0002;:SOUR:PULS:WIDT 0.0001;"
+        ":TRIG:ALL:COUN 4;:INIT (@1);*OPC?"
     )
-    assert S.smu_train(2, None, None, None) == ":SOUR:FUNC:SHAP PULS;:TRIG:COUN 2;:INIT (@1);*OPC?"
-    assert S.smu_read(0.125) == ":SOUR:FUNC:SHAP DC;:SOUR:VOLT 0.125;:MEAS:CURR? (@1)"
+    assert S.smu_train(2, None, None, None) == (
+        ":SOUR:FUNC:SHAP PULS;:TRIG:ALL:COUN 2;:INIT (@1);*OPC?"
+    )
+    # the read ends back at 0 V in pulse mode, in the same message as the measurement
+    assert S.smu_read(0.125) == (
+        ":SOUR:FUNC:SHAP DC;:TRIG:ALL:COUN 1;:SENS:CURR:APER 0.001;:SOUR:VOLT 0.125;"
+        ":MEAS:CURR? (@1);:SENS:CURR:PROT:TRIP?;:SOUR:VOLT 0.0;:SENS:CURR:APER 2e-05;"
+        ":SOUR:FUNC:SHAP PULS"
+    )
+    assert S.parse_read("1.25e-06;0") == (1.25e-06, False)
+    assert S.parse_read("0.001;1") == (0.001, True)
+    assert S.parse_idle_count("0;12") == (False, 12)
+    # abort, 0 V, output off: the matrix opens after this
+    assert S.smu_shutdown() == ":ABOR:ALL (@1);:SOUR:VOLT 0.0;:SOUR:VOLT:TRIG 0.0;:OUTP OFF;*OPC?"
+    assert S.smu_reset() == "*RST;*CLS;*OPC?"
+    setup = S.smu_configure(1e-3).split(";")
+    assert ":SOUR:VOLT:MODE FIX" in setup and ":SENS:CURR:RANG 0.001" in setup
+    assert ":OUTP ON" not in setup  # the output goes on only after the matrix is open
     assert S.parse_error('-222,"Data out of range"') == (-222, "Data out of range")
     assert S.parse_error('+0,"No error"') == (0, "No error")
     with pytest.raises(ValueError):
@@ -92,6 +108,42 @@ def test_scpi_messages() -> None:
     with pytest.raises(ValueError):
         S.parse_float("1.0e")
     assert S.parse_matrix_error("1115\tParameter error invalid channel list\t0\t1")[0] == 1115
+    assert S.parse_matrix_error("1.11500e+03\tParameter error\t0\t1")[0] == 1115
+    assert S.parse_tsp_int("0.00000e+00") == 0 and S.parse_tsp_int("3") == 3
+    assert S.tsp_number(2) == "2.00000e+00"
+
+
+@pytest.mark.parametrize(
+    "idn",
+    [
+        "Keysight Technologies,B2901A,MY5400123,3.4.2011.5100",
+        "Keysight Technologies,B2910BL,MY5400123,1.0",
+        "Keysight Technologies,B2901BL,MY5400123,1.0",
+        "Agilent Technologies,B2962A,MY5400123,1.0",
+        "KEYSIGHT TECHNOLOGIES,B2912C,MY5400123,1.0",
+    ],
+)
+def test_every_b29xx_model_is_an_smu(idn: str) -> None:
+    assert S.SMU_MODEL_RE.match(idn)
+
+
+@pytest.mark.parametrize(
+    ("idn", "ok"),
+    [
+        ("KEITHLEY INSTRUMENTS INC.,MODEL 707B,00000170,01.10h", True),
+        ("Keithley Instruments Inc.,Model 707B,04123456,1.2.0", True),
+        ("KEITHLEY INSTRUMENTS INC.,MODEL 708B,00000171,01.10h", True),
+        ("KEITHLEY INSTRUMENTS INC.,MODEL 2000,SIM0003,A20", False),
+    ],
+)
+def test_matrix_identity_is_case_insensitive(idn: str, ok: bool) -> None:
+    assert bool(S.MATRIX_MODEL_RE.match(idn)) is ok
+
+
+def test_card_sizes() -> None:
+    assert S.card_size("7174A,8x12 Low Current Matrix,01.00a,99999999") == (8, 12)
+    assert S.card_size("7173,4x12 Hi Freq Matrix AAAA,02.01a,99999999") == (4, 12)
+    assert S.card_size("Empty Slot") is None
 
 
 def test_matrix_channel_map() -> None:
@@ -105,8 +157,14 @@ def test_matrix_channel_map() -> None:
         m.line_of("7A01")
     with pytest.raises(ValueError):
         m.line_of("1A13")
-    # bit line 2 is matrix line 10 + 2 = 12: slot 2, column 01
-    assert S.matrix_connect(m, 1, 2) == ['channel.exclusiveclose("1A02,2B01")', "*OPC?"]
+    # bit line 2 is matrix line 10 + 2 = 12: slot 2, column 01; the error count comes back
+    # in the same exchange
+    assert S.matrix_connect(m, 1, 2, "A") == [
+        'channel.exclusiveclose("1A02,2B01")',
+        "print(errorqueue.count)",
+        "*OPC?",
+    ]
+    assert S.matrix_connect(m, 1, 2, "C")[0] == 'channel.exclusiveclose("1C02,2B01")'
 
 
 def test_loop_url_carries_frames_through_pyserial() -> None:

@@ -16,19 +16,28 @@ from driver_peers import DROP, PtyPeer, Script, Step, TcpPeer
 
 from drivers.errors import IdentityError, InstrumentError, LinkLost
 from drivers.serial_backend import PulseBoardBackend
+from drivers.source_4200a import Pmu4200Source
 from drivers.transport import SerialTransport, VisaTransport
-from drivers.visa_backend import SmuMatrixBackend
+from drivers.visa_backend import ComplianceHit, SmuMatrixBackend
 from protocols.limits import LimitViolation, SafetyLimits
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
 
 SMU_IDN = b"Keysight Technologies,B2901A,MY5400123,3.4.2011.5100"
-MATRIX_IDN = b"Keithley Instruments Inc.,Model 707B,04123456,1.2.0"
+MATRIX_IDN = b"KEITHLEY INSTRUMENTS INC.,MODEL 707B,04123456,01.10h"
+CARD = b"7174A,8x12 Low Current Matrix,01.00a,12345678"
 OK = b"1"
+NONE = b"0.00000e+00"  # TSP prints numbers in this format
 NO_ERR = b'+0,"No error"'
-SETUP = (
-    b"*CLS;:SOUR:FUNC:MODE VOLT;:SOUR:FUNC:SHAP PULS;:SOUR:VOLT 0.0;:SOUR:PULS:DEL 0.0;"
-    b":SENS:CURR:PROT 0.001;:TRIG:SOUR TIM;:TRIG:TIM 0.0001;:OUTP ON;*OPC?"
+RESET = b"*RST;*CLS;*OPC?"
+CONFIGURE = (
+    b":SOUR:FUNC:MODE VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:RANG 20.0;:SOUR:FUNC:SHAP PULS;"
+    b':SOUR:VOLT 0.0;:SOUR:VOLT:TRIG 0.0;:SOUR:PULS:DEL 0.0;:SENS:FUNC "CURR";'
+    b":SENS:CURR:RANG:AUTO OFF;:SENS:CURR:RANG 0.001;:SENS:CURR:APER 2e-05;"
+    b":SENS:CURR:PROT 0.001;:SOUR:WAIT:AUTO OFF;:SOUR:WAIT:GAIN 0.0;:SOUR:WAIT:OFFS 0.0;"
+    b":SENS:WAIT:AUTO OFF;:SENS:WAIT:GAIN 0.0;:SENS:WAIT:OFFS 0.0;:TRIG:ALL:SOUR TIM;"
+    b":TRIG:ALL:TIM 0.0001;*OPC?"
 )
+IDLE = b":IDLE1:ALL?;:TRAC:POIN:ACT?"
 
 
 def smu(expect: bytes, *replies: bytes) -> Step:
@@ -40,25 +49,47 @@ def mx(expect: bytes, *replies: bytes) -> Step:
 
 
 def release() -> list[Step]:
-    return [mx(b'channel.open("allslots")'), mx(b"*OPC?", OK)]
+    return [mx(b'channel.open("allslots")'), mx(b"print(errorqueue.count)", NONE), mx(b"*OPC?", OK)]
 
 
 def connect(channels: bytes) -> list[Step]:
-    return [mx(b'channel.exclusiveclose("' + channels + b'")'), mx(b"*OPC?", OK)]
+    return [
+        mx(b'channel.exclusiveclose("' + channels + b'")'),
+        mx(b"print(errorqueue.count)", NONE),
+        mx(b"*OPC?", OK),
+    ]
+
+
+def matrix_open() -> list[Step]:
+    return [
+        mx(b"*IDN?", MATRIX_IDN),
+        mx(b"localnode.prompts = 0"),
+        mx(b"localnode.showerrors = 0"),
+        mx(b"errorqueue.clear()"),
+        mx(b"*OPC?", OK),
+        *[mx(b"print(slot[%d].idn)" % n, CARD) for n in range(1, 7)],
+    ]
 
 
 def visa_open() -> list[Step]:
+    """Identify both, matrix to a known state, every relay open, then the SMU from a reset
+    to a known configuration, and only then its output on."""
     return [
         smu(b"*IDN?", SMU_IDN),
-        mx(b"*IDN?", MATRIX_IDN),
-        smu(SETUP, OK),
-        smu(b":SYST:ERR?", NO_ERR),
+        *matrix_open(),
         *release(),
+        smu(RESET, OK),
+        smu(CONFIGURE, OK),
+        smu(b":SYST:ERR?", NO_ERR),
+        smu(b":OUTP ON;*OPC?", OK),
+        smu(b":SYST:ERR?", NO_ERR),
     ]
 
 
 def visa_close() -> list[Step]:
-    return [smu(b":SOUR:VOLT 0.0;:OUTP OFF;*OPC?", OK), *release()]
+    """Abort, 0 V, output off; then every relay open."""
+    shutdown = b":ABOR:ALL (@1);:SOUR:VOLT 0.0;:SOUR:VOLT:TRIG 0.0;:OUTP OFF;*OPC?"
+    return [smu(shutdown, OK), *release()]
 
 
 class Station:
@@ -107,24 +138,37 @@ def plan(shape: tuple[int, int], amp: float, width: float, cells: dict) -> Pulse
     )
 
 
-TRAIN_FIRST = b":SOUR:FUNC:SHAP PULS;:SOUR:VOLT:TRIG 1.5;:TRIG:TIM 0.0002;:SOUR:PULS:WIDT 0.0001;"
+# period of a 100 us pulse: twice its width (more than one trigger cycle: the width and the
+# 20 us aperture of the reading that counts it, with 25 % margin)
+TRAIN_FIRST = (
+    b":SOUR:FUNC:SHAP PULS;:SOUR:VOLT:TRIG 1.5;:TRIG:ALL:TIM 0.0002;:SOUR:PULS:WIDT 0.0001;"
+)
+EPOCH = b":TRAC:FEED:CONT NEV;:TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?"
+READ = (
+    b":SOUR:FUNC:SHAP DC;:TRIG:ALL:COUN 1;:SENS:CURR:APER 0.001;:SOUR:VOLT 0.125;"
+    b":MEAS:CURR? (@1);:SENS:CURR:PROT:TRIP?;:SOUR:VOLT 0.0;:SENS:CURR:APER 2e-05;"
+    b":SOUR:FUNC:SHAP PULS"
+)
 
 
 def test_visa_open_apply_read_close(station: list[Station]) -> None:
     steps = [
         *visa_open(),
-        # apply: 3 pulses on (0, 1), then 2 on (1, 0); shape sent once
-        smu(b":TRAC:FEED:CONT NEV;:TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
+        # apply: 3 pulses on (0, 1), then 2 on (1, 0); shape sent once; each train waited
+        # for (idle) and counted before the matrix switches
+        smu(EPOCH, OK),
         *connect(b"1A01,1B04"),
-        smu(TRAIN_FIRST + b":TRIG:COUN 3;:INIT (@1);*OPC?", OK),
+        smu(TRAIN_FIRST + b":TRIG:ALL:COUN 3;:INIT (@1);*OPC?", OK),
+        smu(IDLE, b"1;3"),
         *connect(b"1A02,1B03"),
-        smu(b":SOUR:FUNC:SHAP PULS;:TRIG:COUN 2;:INIT (@1);*OPC?", OK),
+        smu(b":SOUR:FUNC:SHAP PULS;:TRIG:ALL:COUN 2;:INIT (@1);*OPC?", OK),
+        smu(IDLE, b"0;4"),  # still running: asked again
+        smu(IDLE, b"1;5"),
         *release(),
         smu(b":SYST:ERR?", NO_ERR),
-        # read one device: DC spot measurement at 0.125 V
+        # read one device: DC spot measurement at 0.125 V, back to 0 V in the same message
         *connect(b"1A02,1B03"),
-        smu(b":SOUR:FUNC:SHAP DC;:SOUR:VOLT 0.125;:MEAS:CURR? (@1)", b"+1.25E-06"),
-        smu(b":SOUR:VOLT 0.0;:SOUR:FUNC:SHAP PULS;*OPC?", OK),
+        smu(READ, b"+1.25E-06;0"),
         *release(),
         *visa_close(),
     ]
@@ -141,20 +185,22 @@ def test_visa_open_apply_read_close(station: list[Station]) -> None:
 def test_visa_lost_reply_is_resolved_by_the_pulse_count(station: list[Station]) -> None:
     steps = [
         *visa_open(),
-        smu(b":TRAC:FEED:CONT NEV;:TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
+        smu(EPOCH, OK),
         *connect(b"1A01,1B03"),
-        smu(TRAIN_FIRST + b":TRIG:COUN 3;:INIT (@1);*OPC?", DROP),
-        # after the timeout: a new connection, the error queue, the count (read twice)
+        smu(TRAIN_FIRST + b":TRIG:ALL:COUN 3;:INIT (@1);*OPC?", DROP),
+        # after the timeout: a new connection, cleared; the error queue, then the count
+        # once the train is over (read twice)
         smu(b":SYST:ERR?", NO_ERR),
-        smu(b":TRAC:POIN:ACT?", b"3"),
-        smu(b":TRAC:POIN:ACT?", b"3"),
+        smu(IDLE, b"1;3"),
+        smu(IDLE, b"1;3"),
         *connect(b"1A02,1B04"),
-        smu(TRAIN_FIRST + b":TRIG:COUN 4;:INIT (@1);*OPC?", DROP),
+        smu(TRAIN_FIRST + b":TRIG:ALL:COUN 4;:INIT (@1);*OPC?", DROP),
         smu(b":SYST:ERR?", NO_ERR),
-        smu(b":TRAC:POIN:ACT?", b"3"),
-        smu(b":TRAC:POIN:ACT?", b"3"),
+        smu(IDLE, b"1;3"),
+        smu(IDLE, b"1;3"),
         # none of the 4 was delivered: resend them, shape included
-        smu(TRAIN_FIRST + b":TRIG:COUN 4;:INIT (@1);*OPC?", OK),
+        smu(TRAIN_FIRST + b":TRIG:ALL:COUN 4;:INIT (@1);*OPC?", OK),
+        smu(IDLE, b"1;7"),
         *release(),
         smu(b":SYST:ERR?", NO_ERR),
         *visa_close(),
@@ -167,12 +213,32 @@ def test_visa_lost_reply_is_resolved_by_the_pulse_count(station: list[Station]) 
     assert st.smu.connections == 3
 
 
+def test_visa_lost_pulses_are_an_error(station: list[Station]) -> None:
+    """The buffer counted 2 of 3 pulses: triggers were lost; nothing more is fired and the
+    station shuts down in order."""
+    steps = [
+        *visa_open(),
+        smu(EPOCH, OK),
+        *connect(b"1A01,1B03"),
+        smu(TRAIN_FIRST + b":TRIG:ALL:COUN 3;:INIT (@1);*OPC?", OK),
+        smu(IDLE, b"1;2"),
+        *visa_close(),
+    ]
+    st = make(station, steps)
+    be = st.backend()
+    with pytest.raises(InstrumentError, match="delivered 2 of 3 pulses"):
+        be.apply(plan((2, 2), 1.5, 1e-4, {(0, 0): 3}))
+    be.close()
+    st.script.verify()
+
+
 def test_visa_error_queue_after_a_batch_raises(station: list[Station]) -> None:
     steps = [
         *visa_open(),
-        smu(b":TRAC:FEED:CONT NEV;:TRAC:CLE;:TRAC:FEED:CONT NEXT;*OPC?", OK),
+        smu(EPOCH, OK),
         *connect(b"1A01,1B03"),
-        smu(TRAIN_FIRST + b":TRIG:COUN 1;:INIT (@1);*OPC?", OK),
+        smu(TRAIN_FIRST + b":TRIG:ALL:COUN 1;:INIT (@1);*OPC?", OK),
+        smu(IDLE, b"1;1"),
         *release(),
         smu(b":SYST:ERR?", b'-222,"Data out of range"'),
         smu(b":SYST:ERR?", NO_ERR),
@@ -182,6 +248,42 @@ def test_visa_error_queue_after_a_batch_raises(station: list[Station]) -> None:
     be = st.backend()
     with pytest.raises(InstrumentError, match="-222 Data out of range"):
         be.apply(plan((2, 2), 1.5, 1e-4, {(0, 0): 1}))
+    be.close()
+    st.script.verify()
+
+
+def test_visa_refused_close_stops_before_any_pulse(station: list[Station]) -> None:
+    """The matrix refuses the close (one error queued): the error is read in the same
+    exchange and nothing is fired on whatever device was connected before."""
+    steps = [
+        *visa_open(),
+        smu(EPOCH, OK),
+        mx(b'channel.exclusiveclose("1A01,1B03")'),
+        mx(b"print(errorqueue.count)", b"1.00000e+00"),
+        mx(b"*OPC?", OK),  # a 707B still says 1
+        mx(b"print(errorqueue.next())", b"1115\tParameter error invalid channel list\t0\t1"),
+        *visa_close(),
+    ]
+    st = make(station, steps)
+    be = st.backend()
+    with pytest.raises(InstrumentError, match=r"refused to connect device \(0, 0\).*1115"):
+        be.apply(plan((2, 2), 1.5, 1e-4, {(0, 0): 1}))
+    be.close()
+    st.script.verify()
+
+
+def test_visa_compliance_hit_on_a_read_is_no_conductance(station: list[Station]) -> None:
+    steps = [
+        *visa_open(),
+        *connect(b"1A01,1B03"),
+        smu(READ, b"+1.000000E-03;1"),
+        *release(),
+        *visa_close(),
+    ]
+    st = make(station, steps)
+    be = st.backend()
+    with pytest.raises(ComplianceHit, match=r"\(0, 0\).*current compliance 0.001 A"):
+        be.read(rows=[0], cols=[0])
     be.close()
     st.script.verify()
 
@@ -198,7 +300,7 @@ def test_visa_unsafe_plan_sends_nothing(station: list[Station]) -> None:
 def test_visa_too_short_pulse_is_refused_before_sending(station: list[Station]) -> None:
     st = make(station, [*visa_open(), *visa_close()])
     be = st.backend()
-    with pytest.raises(ValueError, match="below the SMU's minimum pulse width"):
+    with pytest.raises(ValueError, match="below the b2900 source's minimum pulse width"):
         be.apply(plan((2, 2), 1.5, 1e-7, {(0, 0): 1}))
     be.close()
     st.script.verify()
@@ -207,7 +309,7 @@ def test_visa_too_short_pulse_is_refused_before_sending(station: list[Station]) 
 def test_visa_too_long_pulse_is_refused_before_sending(station: list[Station]) -> None:
     st = make(station, [*visa_open(), *visa_close()])
     be = st.backend(limits=SafetyLimits(max_width_s=1e6))
-    with pytest.raises(ValueError, match=r"above the SMU's maximum pulse width 99999\.9 s"):
+    with pytest.raises(ValueError, match=r"above the b2900 source's maximum pulse width 99999\.9"):
         be.apply(plan((2, 2), 1.5, 2e5, {(0, 0): 1}))
     be.close()
     st.script.verify()
@@ -222,8 +324,147 @@ def test_visa_compliance_outside_the_smu_range_sends_nothing(station: list[Stati
 
 def test_visa_wrong_instrument_is_refused(station: list[Station]) -> None:
     st = make(station, [smu(b"*IDN?", b"Rigol Technologies,DP832,DP8A1234,00.01.14")])
-    with pytest.raises(IdentityError, match="not a B2900-series SMU"):
+    with pytest.raises(IdentityError, match="not a B2900 SMU"):
         st.backend()
+    st.script.verify()
+
+
+def test_visa_constructor_failing_after_output_on_turns_it_off(station: list[Station]) -> None:
+    """The error queue reports a problem once the output is on: the constructor shuts the
+    station down in order (abort, 0 V, output off, relays open) before it raises."""
+    steps = visa_open()
+    steps[-1] = smu(b":SYST:ERR?", b'-221,"Settings conflict"')
+    steps += [smu(b":SYST:ERR?", NO_ERR), *visa_close()]
+    st = make(station, steps)
+    with pytest.raises(InstrumentError, match="-221 Settings conflict"):
+        st.backend()
+    st.script.verify()
+
+
+# -- 4200A-SCS (KXCI over the LAN, NUL-terminated) ------------------------------------------
+ACK = b"ACK"
+
+
+class KxciStation(Station):
+    def __init__(self, steps: list[Step]) -> None:
+        self.script = Script(steps)
+        self.smu = TcpPeer("smu", self.script, terminator=b"\0")
+        self.matrix = TcpPeer("matrix", self.script)
+
+    def backend(self, rows: int = 2, cols: int = 2, **kw: object) -> SmuMatrixBackend:
+        return SmuMatrixBackend(
+            VisaTransport(self.smu.resource, termination="\0"),
+            VisaTransport(self.matrix.resource),
+            rows,
+            cols,
+            g_range_s=(1e-6, 1e-4),
+            source=Pmu4200Source,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+def kxci_open() -> list[Step]:
+    return [
+        smu(b"ID", b"KI4200A V1.13"),
+        smu(b"*OPT?", b"SMU1,SMU2,PMU1"),
+        *matrix_open(),
+        *release(),
+        smu(b"US;DV1,1,0.0,0.001", ACK),
+        smu(b":PMU:INIT 0", ACK),
+        smu(b":PMU:RPM:CONFIGURE PMU1-1, 0", ACK),
+        smu(b":PMU:LOAD 1, 1000000.0", ACK),
+        smu(b":PMU:MEASURE:MODE 3", ACK),
+        smu(b":PMU:MEASURE:RANGE 1, 2, 0.001", ACK),
+        smu(b":PMU:PULSE:TRAIN 1, 0.0, 0.0", ACK),
+        smu(b":PMU:PULSE:TIMES 1, 2e-07, 6e-08, 2e-08, 2e-08", ACK),
+        smu(b":PMU:OUTPUT:STATE 1, 0", ACK),
+        smu(b"SP", b"0"),
+        smu(b":PMU:OUTPUT:STATE 1, 1", ACK),
+        smu(b"SP", b"0"),
+    ]
+
+
+def kxci_close() -> list[Step]:
+    return [
+        smu(b":PMU:TEST:STATUS?", b"0"),
+        smu(b":PMU:PULSE:TRAIN 1, 0.0, 0.0", ACK),
+        smu(b":PMU:OUTPUT:STATE 1, 0", ACK),
+        smu(b"US;DV1,1,0.0,0.001", ACK),
+        smu(b"US;DV1", ACK),
+        *release(),
+    ]
+
+
+def test_4200a_open_pulse_read_close(station: list[Station]) -> None:
+    steps = [
+        *kxci_open(),
+        *connect(b"1A01,1B04"),
+        smu(b":PMU:PULSE:TRAIN 1, 0.0, 2.0", ACK),
+        smu(b":PMU:PULSE:TIMES 1, 2.8e-07, 1e-07, 2e-08, 2e-08", ACK),
+        smu(b":PMU:PULSE:BURST:COUNT 3", ACK),
+        smu(b":PMU:EXECUTE", ACK),
+        smu(b":PMU:TEST:STATUS?", b"1"),
+        smu(b":PMU:TEST:STATUS?", b"0"),
+        *release(),
+        smu(b"SP", b"0"),
+        # reads: SMU1 on matrix row C, back to 0 V before the matrix moves
+        *connect(b"1C01,1B04"),
+        smu(b"US;DV1,1,0.125,0.001", ACK),
+        smu(b"US;TI1", b"NAI1.25e-06"),
+        smu(b"US;DV1,1,0.0,0.001", ACK),
+        *release(),
+        *connect(b"1C02,1B03"),
+        smu(b"US;DV1,1,0.125,0.001", ACK),
+        smu(b"US;TI1", b"CAI0.001"),
+        smu(b"US;DV1,1,0.0,0.001", ACK),
+        *release(),
+        *kxci_close(),
+    ]
+    st = KxciStation(steps)
+    station.append(st)
+    be = st.backend()
+    be.apply(plan((2, 2), 2.0, 1e-7, {(0, 1): 3}))
+    assert be.read(rows=[0], cols=[1])[0, 0] == pytest.approx(1e-5, rel=1e-12)
+    with pytest.raises(ComplianceHit, match=r"\(1, 0\).*this channel in compliance"):
+        be.read(rows=[1], cols=[0])
+    be.close()
+    st.script.verify()
+
+
+def test_4200a_unconfirmed_burst_is_not_sent_again(station: list[Station]) -> None:
+    steps = [
+        *kxci_open(),
+        *connect(b"1A01,1B03"),
+        smu(b":PMU:PULSE:TRAIN 1, 0.0, 2.0", ACK),
+        smu(b":PMU:PULSE:TIMES 1, 2.8e-07, 1e-07, 2e-08, 2e-08", ACK),
+        smu(b":PMU:PULSE:BURST:COUNT 2", ACK),
+        smu(b":PMU:EXECUTE", DROP),
+        smu(b":PMU:TEST:STATUS?", b"0"),  # on a new connection: idle, fate unknown
+        *kxci_close(),
+    ]
+    st = KxciStation(steps)
+    station.append(st)
+    be = st.backend(timeout_s=0.2)
+    with pytest.raises(InstrumentError, match="not sent again"):
+        be.apply(plan((2, 2), 2.0, 1e-7, {(0, 0): 2}))
+    be.close()
+    st.script.verify()
+
+
+def test_4200a_refused_setting_is_an_error(station: list[Station]) -> None:
+    steps = [
+        *kxci_open(),
+        *connect(b"1A01,1B03"),
+        smu(b":PMU:PULSE:TRAIN 1, 0.0, 2.0", ACK),
+        smu(b":PMU:PULSE:TIMES 1, 2.8e-07, 1e-07, 2e-08, 2e-08", b"-824"),
+        *kxci_close(),
+    ]
+    st = KxciStation(steps)
+    station.append(st)
+    be = st.backend()
+    with pytest.raises(InstrumentError, match=r"-824 \(invalid pulse timing\)"):
+        be.apply(plan((2, 2), 2.0, 1e-7, {(0, 0): 2}))
+    be.close()
     st.script.verify()
 
 
@@ -255,10 +496,13 @@ def boards() -> Iterator[list[Board]]:
 
 
 BOARD_OPEN = [
-    ("ID?", ["ID MRNN-PB1 SN7 1.0 2 3"]),
+    ("ID?", ["ID MRNN-PB1 SN7 2.0 2 3"]),
+    ("STAT?", ["STAT 4 0 10 0 0 1"]),  # no batch executing (a previous host's may be)
     ("RANGE?", ["RANGE 1e-06 0.0001"]),
     ("LAST?", ["LAST 4 10"]),
+    ("WDOG 5000", ["OK WDOG 5000"]),
 ]
+BOARD_CLOSE = [("ABORT", ["OK ABORT 0 0"]), ("SAFE", ["OK SAFE"])]
 
 
 def two_groups() -> PulsePlan:
@@ -277,15 +521,16 @@ def test_board_open_apply_reads(boards: list[Board]) -> None:
     b = Board(
         [
             *BOARD_OPEN,
-            ("BEGIN 5 2 none", ["OK BEGIN 5"]),
-            ("SHAPE 5 0 2.0 1e-07 0", ["OK SHAPE 5 0"]),
+            ("BEGIN 5 2 none", ["OK BEGIN 5 2 none"]),
+            ("SHAPE 5 0 2.0 1e-07 0", ["OK SHAPE 5 0 2.0 1e-07 0"]),
             ("ROW 5 0 0 1,0,2", ["OK ROW 5 0 0 3"]),
             ("PULSE 5 0 1 2 5", ["OK PULSE 5 0 1 2 5"]),
-            ("SHAPE 5 1 -2.0 1e-07 0", ["OK SHAPE 5 1"]),
+            ("SHAPE 5 1 -2.0 1e-07 0", ["OK SHAPE 5 1 -2.0 1e-07 0"]),
             ("PULSE 5 1 0 1 3", ["OK PULSE 5 1 0 1 3"]),
             ("EXEC 5", ["DONE 5 11"]),
             ("RARR?", ["RROW 0 1e-05,2e-05,3e-05", "RROW 1 4e-05,5e-05,6e-05", "END 2"]),
             ("RROW? 1", ["RROW 1 4e-05,5e-05,6.5e-05"]),
+            *BOARD_CLOSE,
         ]
     )
     boards.append(b)
@@ -307,20 +552,23 @@ def test_board_lost_exec_reply_is_resolved_by_last(boards: list[Board]) -> None:
     b = Board(
         [
             *BOARD_OPEN,
-            ("BEGIN 5 1 none", ["OK BEGIN 5"]),
-            ("SHAPE 5 0 2.0 1e-07 0", ["OK SHAPE 5 0"]),
+            ("BEGIN 5 1 none", ["OK BEGIN 5 1 none"]),
+            ("SHAPE 5 0 2.0 1e-07 0", ["OK SHAPE 5 0 2.0 1e-07 0"]),
             ("ROW 5 0 1 1,1,0", ["OK ROW 5 0 1 2"]),
             ("EXEC 5", ["<drop>"]),  # applied, but the reply is lost
+            ("STAT?", ["STAT 5 0 12 0 0 0"]),  # asked on the same link: not executing
             ("LAST?", ["LAST 5 2"]),  # so it is not applied again
-            ("BEGIN 6 1 none", ["OK BEGIN 6"]),
-            ("SHAPE 6 0 2.0 1e-07 0", ["OK SHAPE 6 0"]),
+            ("BEGIN 6 1 none", ["OK BEGIN 6 1 none"]),
+            ("SHAPE 6 0 2.0 1e-07 0", ["OK SHAPE 6 0 2.0 1e-07 0"]),
             ("ROW 6 0 1 1,1,0", ["OK ROW 6 0 1 2"]),
             ("EXEC 6", ["<drop>"]),  # this time the board lost the link before EXEC
+            ("STAT?", ["STAT 5 0 12 0 0 0"]),
             ("LAST?", ["LAST 5 2"]),
-            ("BEGIN 6 1 none", ["OK BEGIN 6"]),
-            ("SHAPE 6 0 2.0 1e-07 0", ["OK SHAPE 6 0"]),
+            ("BEGIN 6 1 none", ["OK BEGIN 6 1 none"]),
+            ("SHAPE 6 0 2.0 1e-07 0", ["OK SHAPE 6 0 2.0 1e-07 0"]),
             ("ROW 6 0 1 1,1,0", ["OK ROW 6 0 1 2"]),
             ("EXEC 6", ["DONE 6 2"]),
+            *BOARD_CLOSE,
         ]
     )
     boards.append(b)
@@ -330,18 +578,20 @@ def test_board_lost_exec_reply_is_resolved_by_last(boards: list[Board]) -> None:
     be.close()
     b.script.verify()
     assert be.stats.resolved_by_last == 1
+    assert be.stats.reconnects == 0  # a timeout never reopens the port
 
 
 def test_board_stale_reply_is_skipped_and_refusal_raises(boards: list[Board]) -> None:
     b = Board(
         [
             *BOARD_OPEN,
-            ("BEGIN 5 2 none", ["OK BEGIN 4", "OK BEGIN 5"]),
+            ("BEGIN 5 2 none", ["OK BEGIN 4 2 none", "OK BEGIN 5 2 none"]),
             ("SHAPE 5 0 2.0 1e-07 0", ["ERR 3 value out of range: width"]),
+            *BOARD_CLOSE,
         ]
     )
     # the first reply carries the right tag but wrong content; make it a stale tag instead
-    b.script.steps[3].replies[0] = frame(0x0003, "OK BEGIN 4")
+    b.script.steps[5].replies[0] = frame(0x0005, "OK BEGIN 4 2 none")
     boards.append(b)
     be = b.backend()
     with pytest.raises(InstrumentError, match="error 3"):
@@ -362,13 +612,14 @@ def test_board_flooding_stale_replies_cannot_hold_the_driver(boards: list[Board]
     b.peer.gap_s = 0.05
     with pytest.raises(LinkLost, match="no valid reply to RROW"):
         be.read(rows=[1])
+    stale = be.stats.stale_replies
     be.close()
     # 0.3 s of a 50 ms trickle is about 6 lines; reading until the flood ends would be 60.
-    assert 1 <= be.stats.stale_replies <= 20
+    assert 1 <= stale <= 20
 
 
 def test_board_wrong_shape_is_refused(boards: list[Board]) -> None:
-    b = Board([("ID?", ["ID MRNN-PB1 SN7 1.0 4 4"])])
+    b = Board([("ID?", ["ID MRNN-PB1 SN7 2.0 4 4"])])
     boards.append(b)
     with pytest.raises(IdentityError, match="4x4, expected 2x3"):
         b.backend()
@@ -381,12 +632,15 @@ def test_board_delivery_ticket_status_and_completion(boards: list[Board]) -> Non
     b = Board(
         [
             *BOARD_OPEN,
+            ("STAT?", ["STAT 5 0 18 0 0 0"]),
             ("LAST?", ["LAST 5 8"]),  # delivery_status: batch 5 (8 pulses) applied
-            ("BEGIN 6 1 none", ["OK BEGIN 6"]),
-            ("SHAPE 6 0 -2.0 1e-07 0", ["OK SHAPE 6 0"]),
+            ("BEGIN 6 1 none", ["OK BEGIN 6 1 none"]),
+            ("SHAPE 6 0 -2.0 1e-07 0", ["OK SHAPE 6 0 -2.0 1e-07 0"]),
             ("PULSE 6 0 0 1 3", ["OK PULSE 6 0 0 1 3"]),
             ("EXEC 6", ["DONE 6 3"]),
+            ("STAT?", ["STAT 6 0 21 0 0 0"]),
             ("LAST?", ["LAST 6 3"]),  # delivery_status again: all applied
+            *BOARD_CLOSE,
         ]
     )
     boards.append(b)

@@ -280,8 +280,10 @@ class KillingStation(Station):
         self.pid = 0
         self.after_trains = 0
 
-    def pulse(self, epoch: int, amp: float, width: float, count: int) -> None:
-        super().pulse(epoch, amp, width, count)
+    def pulse(
+        self, epoch: int, amp: float, width: float, count: int, matrix_row: str = "A"
+    ) -> None:
+        super().pulse(epoch, amp, width, count, matrix_row)
         if self.pid and len(self.log) > self.after_trains and pending_update(self.journal):
             os.kill(self.pid, signal.SIGKILL)
             self.pid = 0

@@ -1,7 +1,8 @@
 """`mrnn-hil emulate`: serve an emulated instrument on loopback, backed by a simulated array.
 
-`emulate scpi --port P` serves the SMU on TCP 127.0.0.1:P (VISA resource
-TCPIP::127.0.0.1::P::SOCKET) and the switch matrix on P+1; `emulate serial` opens a
+`emulate scpi --port P` serves the pulse source (a B2900 SMU, or with `--source 4200a` a
+4200A-SCS with a 4225-PMU, NUL-terminated like KXCI on the LAN) on TCP 127.0.0.1:P (VISA
+resource TCPIP::127.0.0.1::P::SOCKET) and the switch matrix on P+1; `emulate serial` opens a
 pseudo-terminal and prints its path. Faults can be injected at given rates so that a
 driver's recovery can be watched. Runs until Ctrl-C or `--duration` seconds.
 """
@@ -61,8 +62,16 @@ def add_parser(subparsers: Any) -> None:
         description="Serve an emulated instrument on 127.0.0.1 or a pseudo-terminal.",
     )
     sub = p.add_subparsers(dest="instrument", metavar="INSTRUMENT", required=True)
-    scpi = sub.add_parser("scpi", help="B2900-style SMU + 707B-style matrix on loopback TCP")
-    scpi.add_argument("--port", type=int, required=True, help="SMU TCP port on 127.0.0.1")
+    scpi = sub.add_parser(
+        "scpi", help="B2900 SMU or 4200A-SCS pulse source + 707B matrix on loopback TCP"
+    )
+    scpi.add_argument("--port", type=int, required=True, help="source TCP port on 127.0.0.1")
+    scpi.add_argument(
+        "--source",
+        choices=("b2900", "4200a"),
+        default="b2900",
+        help="pulse source: a B2900 SMU (default) or a 4200A-SCS with a 4225-PMU",
+    )
     scpi.add_argument("--matrix-port", type=int, help="matrix TCP port (default PORT+1)")
     scpi.add_argument(
         "--min-width",
@@ -112,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve_scpi(args: argparse.Namespace, array: Any, faults: Any) -> int:
     from drivers import scpi
+    from drivers.emu_kxci import KxciCore
     from drivers.emu_scpi import Station
     from drivers.emu_tcp import ScpiEmulator
 
@@ -121,14 +131,18 @@ def _serve_scpi(args: argparse.Namespace, array: Any, faults: Any) -> int:
     if not min_width > 0:
         raise InputError(f"--min-width {min_width}: must be > 0")
     station = Station(array, min_width_s=min_width)
+    source = KxciCore(station) if args.source == "4200a" else None
     try:
-        emu = ScpiEmulator(station, faults, port=args.port, matrix_port=args.matrix_port)
+        emu = ScpiEmulator(
+            station, faults, port=args.port, matrix_port=args.matrix_port, source=source
+        )
     except OSError as exc:
         raise InputError(
             f"--port {args.port}: cannot listen on 127.0.0.1: {exc.strerror}"
         ) from None
     with emu:
-        print(f"SMU     {emu.smu_resource}", flush=True)
+        label = "4200A" if args.source == "4200a" else "SMU"
+        print(f"{label:<7} {emu.smu_resource}", flush=True)
         print(f"matrix  {emu.matrix_resource}", flush=True)
         print(
             f"array   {args.rows}x{args.cols} preset {args.preset} seed {args.seed}; Ctrl-C stops",
