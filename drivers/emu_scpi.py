@@ -257,6 +257,8 @@ class SmuBehaviour:
     idn: str = SMU_IDN
     realtime: bool = True
     opc_waits: bool = False
+    #: Time each triggered pulse costs beyond what the settings account for (firmware).
+    overhead_s: float = 0.0
     history: list[str] = field(default_factory=list)
     errors_on: dict[str, tuple[int, str]] = field(default_factory=dict)
 
@@ -334,6 +336,7 @@ class SmuCore:
             + self._wait(self.source_wait_auto, self.source_wait)
             + self._wait(self.measure_wait_auto, self.measure_wait)
             + self.aperture_s
+            + self.behaviour.overhead_s
         )
 
     # -- messages ---------------------------------------------------------------------------

@@ -185,7 +185,7 @@ def _open(conn: socket.socket) -> bool:
         ready, _, _ = select.select([conn], [], [], 0)
         if ready:
             return conn.recv(1, socket.MSG_PEEK) != b""
-    except OSError:
+    except (OSError, ValueError):  # closed (a negative descriptor)
         return False
     return True
 

@@ -7,7 +7,9 @@ stale-reply hazard of a real bus) is produced.
 
 from __future__ import annotations
 
+import binascii
 import enum
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,3 +96,40 @@ class FaultInjector:
             else:
                 out[i] = int(self._rng.integers(0x80, 0x100))
         return bytes(out)
+
+
+def crc16_blind(head: bytes, groups: Sequence[Sequence[int]]) -> bytes | None:
+    """`head` with some of the bit `groups` flipped so that its CRC-16/CCITT does not change:
+    line noise a 16-bit frame check cannot see (bit 0 is the first bit sent, the MSB of the
+    first byte). Each chosen group is flipped whole; None when no nonempty choice cancels.
+
+    CRC is linear: flipping bits changes the checksum by the XOR of each bit's own
+    contribution, so a set of groups whose contributions XOR to zero is invisible. Found
+    by Gaussian elimination over GF(2) on the 16-bit contributions.
+    """
+    n = len(head)
+
+    def contribution(bits: Sequence[int]) -> int:
+        flip = bytearray(n)
+        for i in bits:
+            flip[i // 8] ^= 0x80 >> (i % 8)
+        return binascii.crc_hqx(bytes(flip), 0)
+
+    basis: dict[int, tuple[int, int]] = {}
+    for j, bits in enumerate(groups):
+        value, combo = contribution(bits), 1 << j
+        while value:
+            top = value.bit_length() - 1
+            if top not in basis:
+                basis[top] = (value, combo)
+                break
+            value ^= basis[top][0]
+            combo ^= basis[top][1]
+        if not value:  # a dependency: these groups cancel
+            out = bytearray(head)
+            for k, g in enumerate(groups):
+                if combo >> k & 1:
+                    for i in g:
+                        out[i // 8] ^= 0x80 >> (i % 8)
+            return bytes(out)
+    return None

@@ -238,8 +238,8 @@ class PulseBoardBackend(CrossbarBackend):
         pulses = sum(g.total for g in groups)
         expected_s = sum(g.total * (g.shape.width_s + self.per_pulse_s) for g in groups)
         for attempt in range(self.retries):
-            if attempt:
-                self._wait_idle(self.timeout_s + 2.0 * expected_s)
+            if attempt:  # the board says while it runs a batch: wait as long as it runs one
+                self._wait_idle(self.timeout_s * self.retries + 2.0 * expected_s)
                 if self._applied_already(batch, pulses):
                     return
             try:
