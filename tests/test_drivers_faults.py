@@ -3,7 +3,8 @@
 5 % of each fault kind (late replies, dropped replies, garbled bytes, dropped links) over
 1000 pulse batches, through the real pyserial and pyvisa-py stacks: every batch appears in
 the emulator's log exactly once, with exactly its pulses, reads are retried, and the
-array ends where the same plans applied directly to the simulator put it.
+array ends where the same plans applied directly to the simulator put it. The emulated
+SMU runs its trains in real time and answers `*OPC?` before they end, as a B2900 does.
 """
 
 from __future__ import annotations
@@ -122,3 +123,5 @@ def test_visa_station_exactly_once_under_faults() -> None:
         )
     station.flush()
     np.testing.assert_allclose(station.array.read(), reference.read(), rtol=1e-9, atol=0)
+    # every recovery waited for the train to end before the matrix moved
+    assert station.hot_switches == []

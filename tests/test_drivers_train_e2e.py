@@ -14,6 +14,7 @@ import pytest
 
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
+from drivers.emu_kxci import KxciCore
 from drivers.emu_scpi import Station
 from drivers.emu_serial import SerialEmulator
 from drivers.emu_tcp import ScpiEmulator
@@ -94,6 +95,32 @@ def test_train_on_visa_emulator_matches_sim(
     station.flush()
     np.testing.assert_array_equal(station.array.read(), final_g(sim_runs["ideal"]))
     assert sum(t.count for t in station.log) == report["totals"]["pulses"]
+
+
+@pytest.mark.slow
+def test_train_on_the_4200a_pmu_station_matches_sim(
+    tmp_path: Path, patterns: Path, sim_runs: dict[str, Path]
+) -> None:
+    """The station with the 4200A-SCS pulse source, the default preset (epiram, 100 ns
+    pulses) and no minimum-width override: the emulated array ends with the conductances of
+    `--backend sim` and received exactly the run's pulses, all of the preset's width."""
+    config = tmp_path / "pmu.yaml"
+    config.write_text("backend:\n  options:\n    pulse_source: 4200a-pmu\n")
+    station = Station(make_array(ROWS, COLS, preset="epiram", seed=SEED))
+    with ScpiEmulator(station, source=KxciCore(station)) as emu:
+        report = train(
+            tmp_path / "run", patterns, "epiram", "--backend", "visa",
+            "--resource", emu.smu_resource, "--matrix-resource", emu.matrix_resource,
+            "--config", str(config),
+        )  # fmt: skip
+    reference = json.loads((sim_runs["epiram"] / "report.json").read_text())
+    assert report["accuracy"] == reference["accuracy"]
+    station.flush()
+    np.testing.assert_array_equal(station.array.read(), final_g(sim_runs["epiram"]))
+    np.testing.assert_array_equal(final_g(tmp_path / "run"), final_g(sim_runs["epiram"]))
+    assert sum(t.count for t in station.log) == report["totals"]["pulses"] > 0
+    assert {t.width_s for t in station.log} == {1e-7}
+    assert station.hot_switches == []
 
 
 def test_train_dry_run_writes_the_command_stream(
