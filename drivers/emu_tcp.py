@@ -2,8 +2,9 @@
 
 Reachable with pyvisa as ``TCPIP::127.0.0.1::<port>::SOCKET``. Only 127.0.0.1 is ever
 bound. Connection threads poll a stop flag, so `stop()` always returns within a second.
-Faults are drawn per received line; garbling corrupts reply bytes only (TCP itself does
-not corrupt requests), with non-ASCII bytes as a bad link would produce.
+Faults are drawn per request (what one write of the client brings: one line, or the
+several lines of a TSP exchange); garbling corrupts reply bytes only (TCP itself does not
+corrupt requests), with non-ASCII bytes as a bad link would produce.
 
 `LinkBehaviour` reproduces what an instrument's output queue does on interfaces where it is
 not tied to a connection (GPIB, USB-TMC, VXI-11, HiSLIP): a reply produced after the client
@@ -110,9 +111,9 @@ class _Listener:
         lines = LineBuffer(MAX_LINE, self.terminator)
         with conn:
             for chunk in socket_chunks(conn, self.owner.stopping):
-                for line in lines.feed(chunk):
-                    if not self._line(conn, line, generation):
-                        return
+                request = lines.feed(chunk)
+                if request and not self._request(conn, request, generation):
+                    return
 
     def _late(self, line: bytes) -> float:
         text = line.decode("ascii", "replace")
@@ -122,30 +123,34 @@ class _Listener:
                 return delay
         return 0.0
 
-    def _line(self, conn: socket.socket, line: bytes, generation: int) -> bool:
-        """Handle one line; False when the connection was dropped.
+    def _request(self, conn: socket.socket, request: list[bytes], generation: int) -> bool:
+        """Handle the lines of one request; False when the connection was dropped.
 
         One connection at a time, like an instrument's single command parser: once a newer
         connection is accepted, input still pending on an older one is discarded, so a
         client that reconnects knows that nothing it sent before can still take effect.
         """
         owner = self.owner
-        owner.count_line()
+        for _ in request:
+            owner.count_line()
         fault = owner.draw()
         if fault is Fault.DISCONNECT_BEFORE:
             return False
+        replies: list[str] = []
+        delay = 0.0
         with owner.station.lock:
             if generation != self.generation:
                 return False
-            replies = self.handle(line)
+            for line in request:
+                replies += self.handle(line)
+                delay += self._late(line)
         if fault is Fault.DISCONNECT_AFTER:
             return False
         if not replies or fault is Fault.DROP:
             return True
-        delay = owner.faults.config.latency_s + (
+        delay += owner.faults.config.latency_s + (
             owner.faults.config.spike_s if fault is Fault.SPIKE else 0.0
         )
-        delay += self._late(line)
         if delay:
             time.sleep(delay)
         data = b"".join(r.encode("ascii") + self.terminator for r in replies)

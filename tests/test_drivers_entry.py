@@ -207,3 +207,18 @@ def test_a_presentation_costs_o_rows_round_trips_on_the_board() -> None:
     assert plan.total_pulses > 10 * apply_trips
     assert read_trips == 1
     assert core.log.entries[-1].pulses == plan.total_pulses
+
+
+def test_dry_run_of_the_4200a_station(tmp_path: Path) -> None:
+    """The 4200A dialect in a dry run: the stream holds the PMU's pulses and SMU1's reads,
+    and ends with the outputs off before the relays open."""
+    path = tmp_path / "stream.txt"
+    with open_backend("visa", None, 2, 3, dry_run=path, pulse_source="4200a-pmu") as be:
+        be.apply(one_pulse((2, 3), amp=2.0, width=1e-7))
+        be.read(rows=[0], cols=[1])
+    text = path.read_text()
+    assert "source > :PMU:PULSE:TRAIN 1, 0.0, 2.0" in text
+    assert "source > :PMU:PULSE:BURST:COUNT 2" in text and "source > :PMU:EXECUTE" in text
+    assert 'matrix > channel.exclusiveclose("1C01,1B04")' in text  # reads on row C
+    off = text.index("source > :PMU:OUTPUT:STATE 1, 0", text.index(":PMU:EXECUTE"))
+    assert text.rindex('matrix > channel.open("allslots")') > off
