@@ -13,6 +13,7 @@ from conformance import BackendConformance
 from drivers import open_backend
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
+from drivers.emu_kxci import KxciCore
 from drivers.emu_scpi import Station
 from drivers.emu_serial import SerialEmulator
 from drivers.emu_tcp import ScpiEmulator
@@ -40,6 +41,27 @@ class TestVisaStation(BackendConformance):
                 4,
                 matrix_resource=emu.matrix_resource,
                 min_width_s=1e-9,
+                timeout_s=2.0,
+            ) as be,
+        ):
+            yield be
+
+
+class TestVisa4200Station(BackendConformance):
+    """The station with the 4200A-SCS as its pulse source (PMU pulses, SMU1 reads)."""
+
+    @pytest.fixture
+    def backend(self) -> Iterator[CrossbarBackend]:
+        station = Station(make_array(3, 4, preset="ideal", seed=2))
+        with (
+            ScpiEmulator(station, source=KxciCore(station)) as emu,
+            open_backend(
+                "visa",
+                emu.smu_resource,
+                3,
+                4,
+                matrix_resource=emu.matrix_resource,
+                pulse_source="4200a-pmu",
                 timeout_s=2.0,
             ) as be,
         ):

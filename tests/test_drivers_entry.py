@@ -172,6 +172,29 @@ def test_emulate_scpi_serves_smu_and_matrix(processes: list) -> None:
     assert g1[0, 1] > g0[0, 1]
 
 
+def test_emulate_scpi_serves_a_4200a(processes: list) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _spawn(
+        processes, "scpi", "--source", "4200a", "--port", str(port), "--rows", "2", "--cols", "3"
+    )
+    source_line, matrix_line = _readlines(proc, 2)
+    assert source_line.split() == ["4200A", f"TCPIP::127.0.0.1::{port}::SOCKET"]
+    with open_backend(
+        "visa",
+        source_line.split()[1],
+        2,
+        3,
+        matrix_resource=matrix_line.split()[1],
+        pulse_source="4200a-pmu",
+    ) as be:
+        g0 = be.read()
+        be.apply(one_pulse((2, 3)))  # 100 ns: no minimum-width override on the PMU
+        g1 = be.read()
+    assert g1[0, 1] > g0[0, 1]
+
+
 def test_emulate_refuses_bad_rates() -> None:
     from hil.cli import main
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from drivers import board as B
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
+from drivers.emu_kxci import KxciCore
 from drivers.emu_scpi import MatrixCore, SmuCore, Station
 from drivers.emu_serial import SerialEmulator
 from drivers.emu_tcp import ScpiEmulator
@@ -130,6 +131,20 @@ def test_scpi_cores_survive_garbage(station: Station, data: bytes) -> None:
         assert core.handle(b"*IDN?")[0].split(",")[1].strip() in ("B2901A", "MODEL 707B")
     code = smu.handle(b":SYST:ERR?")[0]
     assert code.startswith(("+0,", "-1", "-2", "-3"))
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.one_of(st.binary(max_size=300), printable_body.map(str.encode)))
+def test_kxci_core_answers_every_message_once(station: Station, data: bytes) -> None:
+    """Every message gets exactly one reply (a refusal is a negative number), and the
+    instrument keeps answering its identity."""
+    core = KxciCore(station)
+    for line in data.split(b"\0"):
+        replies = core.handle(line)
+        assert len(replies) == 1 and isinstance(replies[0], str)
+    assert core.handle(b"ID") == ["KI4200A V1.13 (mrnn-hil emulator)"]
 
 
 # -- through the real servers ---------------------------------------------------------------
