@@ -491,12 +491,24 @@ class PulseBoardBackend(CrossbarBackend):
         )
 
     def _close(self) -> None:
-        """Stop a running batch (ABORT) and leave the board SAFE (0 V, lines grounded)."""
+        """Stop a running batch (ABORT) and leave the board SAFE (0 V, lines grounded). A
+        board that cannot be reached any more goes SAFE by itself when its watchdog runs
+        out."""
         try:
             self._call(B.ABORT, retries=3)
             if self._call(B.SAFE, retries=3) != B.ok_safe():
                 raise InstrumentError("the board did not confirm SAFE")
-        except (LinkError, InstrumentError) as exc:
+        except LinkError as exc:
+            if self.watchdog_s > 0:
+                log.info(
+                    "pulse board unreachable at close (%s); its watchdog makes it SAFE after "
+                    "%g s of silence",
+                    exc,
+                    self.watchdog_s,
+                )
+            else:
+                log.warning("closing the pulse board (it may not be SAFE): %s", exc)
+        except InstrumentError as exc:
             log.warning("closing the pulse board (it may not be SAFE): %s", exc)
         finally:
             self.transport.close()

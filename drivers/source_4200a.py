@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from drivers import kxci as K
@@ -158,14 +159,23 @@ class Pmu4200Source(PulseSource):
     # -- shutdown --------------------------------------------------------------------------
     def shutdown(self) -> None:
         """No abort command is known for a running PMU burst: wait for its end (bounded),
-        then 0 V, output off; SMU1 to 0 V and off."""
-        try:
-            self._wait_idle(time.monotonic() + self.link.timeout_s)
-        finally:
-            self._setting(K.pmu_train(0.0))
-            self._setting(K.pmu_output(False))
-            self._setting(K.smu_force(0.0, self.compliance_a))
-            self._setting(K.smu_off())
+        then 0 V, output off; SMU1 to 0 V and off. A step that fails does not stop the
+        next; the first failure is raised at the end."""
+        steps: list[Callable[[], None]] = [
+            lambda: self._wait_idle(time.monotonic() + self.link.timeout_s),
+            lambda: self._setting(K.pmu_train(0.0)),
+            lambda: self._setting(K.pmu_output(False)),
+            lambda: self._setting(K.smu_force(0.0, self.compliance_a)),
+            lambda: self._setting(K.smu_off()),
+        ]
+        first: Exception | None = None
+        for step in steps:
+            try:
+                step()
+            except (LinkError, InstrumentError) as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "options": self.options}

@@ -16,7 +16,6 @@ Safety rules the station keeps, whatever the source:
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,9 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Highest read voltage the station accepts (reads must not program the devices).
 MAX_READ_V = 1.0
-
-SMU_MODEL_RE = S.SMU_MODEL_RE
-MATRIX_MODEL_RE = S.MATRIX_MODEL_RE
 
 
 class ComplianceHit(InstrumentError):
@@ -247,6 +243,3 @@ class SmuMatrixBackend(CrossbarBackend):
     def _close(self) -> None:
         """Output off and all relays open, whatever state the run ended in."""
         self._shutdown()
-
-    def details(self) -> dict[str, Any]:
-        return self._info().details
