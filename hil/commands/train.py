@@ -202,19 +202,24 @@ def run(args: argparse.Namespace) -> int:
                     f"drop --{flag}"
                 )
             bar.epochs = _epochs_of(Path(args.resume))
-            outcome = resume_run(args.resume, progress=bar)
+            outcome = resume_run(args.resume, progress=bar, notify=_notify)
         else:
             cfg = config_from_args(args)
             bar.epochs = cfg.training.epochs
             out = (
                 Path(args.out) if args.out else Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
             )
-            outcome = start_run(cfg, out, progress=bar)
+            outcome = start_run(cfg, out, progress=bar, notify=_notify)
     finally:
         bar.close()
     print_summary(outcome.report, outcome.rundir.path, outcome.resumed)
     status = outcome.report["status"]
     return {"stopped": EXIT_STOPPED, "refused": EXIT_REFUSED}.get(status, EXIT_COMPLETE)
+
+
+def _notify(message: str) -> None:
+    """What a user must see before the run starts (a limit raised on purpose): stderr."""
+    print(f"mrnn-hil train: {message}", file=sys.stderr, flush=True)
 
 
 def _epochs_of(path: Path) -> int:

@@ -12,7 +12,7 @@ declared capabilities with what the run will ask of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,12 +140,16 @@ def raised_note(envelope: Envelope) -> str | None:
     return f"limits raised on purpose above {envelope.base_source} (allow_raise): {changes}"
 
 
-def announce_raised(envelope: Envelope) -> str | None:
-    """Log (stderr through the CLI's logging) each raised limit; the note, or None."""
+def announce_raised(envelope: Envelope, notify: Callable[[str], None] | None = None) -> None:
+    """Say which limits were raised on purpose: `notify(note)` (the command line prints it on
+    stderr), else a logged warning."""
     note = raised_note(envelope)
-    if note is not None:
+    if note is None:
+        return
+    if notify is not None:
+        notify(note)
+    else:
         log.warning("%s", note)
-    return note
 
 
 def preflight(pulses: PulsePair, limits: SafetyLimits, response: DeviceResponse) -> None:

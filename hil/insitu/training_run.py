@@ -45,6 +45,8 @@ from protocols.protocol_file import parse_protocol_text
 from protocols.spec import Scheme
 
 Progress = Callable[[ControllerState, int], None]
+#: Where a run says what a user must see before it starts (a limit raised on purpose).
+Notify = Callable[[str], None]
 
 STREAM_FINAL_EVAL = 6
 
@@ -198,9 +200,14 @@ def journal_sync(cfg: RunConfig) -> SyncMode:
     return cfg.run.journal_sync
 
 
-def start_run(cfg: RunConfig, out: str | Path, progress: Progress | None = None) -> RunOutcome:
+def start_run(
+    cfg: RunConfig,
+    out: str | Path,
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+) -> RunOutcome:
     resolved, model, patterns = resolve(cfg)
-    announce_raised(model.envelope)
+    announce_raised(model.envelope, notify)
     # The array first: an instrument that cannot be opened, or cannot do what the run asks,
     # leaves no run directory behind.
     backend = _open(resolved, model, patterns)
@@ -244,7 +251,9 @@ def load_run_config(rundir: RunDir) -> RunConfig:
     return validate_config(rundir.read_json("config.json"), f"{rundir.config_path}")
 
 
-def resume_run(path: str | Path, progress: Progress | None = None) -> RunOutcome:
+def resume_run(
+    path: str | Path, progress: Progress | None = None, notify: Notify | None = None
+) -> RunOutcome:
     rundir = RunDir.open(path)
     rundir.check_writable()
     cfg = load_run_config(rundir)
@@ -252,7 +261,7 @@ def resume_run(path: str | Path, progress: Progress | None = None) -> RunOutcome
     journal = Journal(rundir.journal_path, sync=journal_sync(cfg))
     try:
         check_origin(rundir, journal, cfg, model)
-        announce_raised(model.envelope)
+        announce_raised(model.envelope, notify)
         backend = _open(cfg, model, patterns)
     except BaseException:
         journal.close()
