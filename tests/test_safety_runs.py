@@ -391,3 +391,27 @@ def test_train_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "exit codes:" in out
     assert "4  completed, but more than loop.max_limit_refused_share" in out
+
+
+# -- characterize resolves the same envelope --------------------------------------------------
+def test_characterize_reads_at_the_protocols_read_voltage(tmp_path: Path) -> None:
+    protocol = low_voltage_protocol(tmp_path)
+    data = yaml.safe_load(protocol.read_text())
+    data["characterize"].update(pulses_per_phase=4, cycles=1, devices=2, repeat_reads=2)
+    protocol.write_text(yaml.safe_dump(data))
+    stream = tmp_path / "stream.txt"
+    args = ["characterize", str(protocol), "--backend", "visa", "--dry-run", str(stream)]
+    main([*args, "--out", str(tmp_path / "out"), "--quiet"])  # the verdict is not the point
+    seen = visa_stream(stream.read_text())
+    assert seen.pulses and seen.reads and set(seen.reads) == {0.05}
+
+
+def test_characterize_refuses_pulses_the_station_cannot_fire_before_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = tmp_path / "stream.txt"
+    args = ["characterize", str(LIBRARY / "epiram.yaml"), "--backend", "visa"]
+    code = main([*args, "--dry-run", str(stream), "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 2
+    assert "shortest pulse" in capsys.readouterr().err
+    assert visa_stream(stream.read_text()).pulses == []
