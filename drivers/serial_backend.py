@@ -83,8 +83,13 @@ class PulseBoardBackend(CrossbarBackend):
         g_range_s: tuple[float, float] | None = None,
         batch_groups: int = B.BOARD_MAX_GROUPS,
         watchdog_s: float = 5.0,
+        read_v: float | None = None,
     ) -> None:
-        super().__init__(rows, cols, limits=limits)
+        try:  # the read voltage is checked against the limits there (protocols/backend.py)
+            super().__init__(rows, cols, limits=limits, read_v=read_v)
+        except BaseException:
+            transport.close()
+            raise
         if not 1 <= int(batch_groups) <= B.BOARD_MAX_GROUPS:
             transport.close()
             raise InputError(
@@ -483,6 +488,10 @@ class PulseBoardBackend(CrossbarBackend):
             g_min_s=self._g_range[0],
             g_max_s=self._g_range[1],
             supports_row_parallel=True,
+            bias_schemes=B.BIAS_SCHEMES,
+            min_width_s=B.BOARD_MIN_WIDTH_S,
+            max_width_s=B.BOARD_MAX_WIDTH_S,
+            max_abs_v=B.BOARD_MAX_ABS_V,
             details={
                 "firmware": self.identity.firmware,
                 "next_batch": self._next_batch,

@@ -58,7 +58,7 @@ class SmuMatrixBackend(CrossbarBackend):
         *,
         g_range_s: tuple[float, float],
         limits: SafetyLimits | None = None,
-        read_v: float = 0.125,
+        read_v: float | None = None,
         timeout_s: float = 2.0,
         retries: int = 20,
         min_width_s: float | None = None,
@@ -66,17 +66,20 @@ class SmuMatrixBackend(CrossbarBackend):
         slots: int = S.MATRIX_SLOTS,
         source: type[PulseSource] = B2900Source,
     ) -> None:
-        super().__init__(rows, cols, limits=limits)
         self._output_may_be_on = False
-        self.map = S.MatrixMap(rows, cols, columns_per_slot, slots)
         try:
+            # the read voltage is checked against the limits there (protocols/backend.py)
+            super().__init__(rows, cols, limits=limits, read_v=read_v)
+            self.map = S.MatrixMap(rows, cols, columns_per_slot, slots)
             if not self.map.fits():
                 raise InputError(
                     f"a {rows}x{cols} array needs {self.map.lines} matrix columns; the matrix "
                     f"has {slots} slots x {columns_per_slot} columns = {slots * columns_per_slot}"
                 )
-            if not 0.0 < read_v <= MAX_READ_V:
-                raise InputError(f"read_v={read_v!r} V: a read must stay in (0, {MAX_READ_V}] V")
+            if not 0.0 < self.read_v <= MAX_READ_V:
+                raise InputError(
+                    f"read_v={self.read_v!r} V: a read must stay in (0, {MAX_READ_V}] V"
+                )
             self.source = self._make_source(source, smu, timeout_s, retries, min_width_s)
         except BaseException:
             smu.close()
@@ -84,7 +87,6 @@ class SmuMatrixBackend(CrossbarBackend):
             raise
         self.matrix = Matrix(Link(matrix, timeout_s=timeout_s, retries=retries), self.map)
         self.g_range_s = g_range_s
-        self.read_v = float(read_v)
         self.timeout_s = float(timeout_s)
         try:
             self.source.open()
@@ -180,6 +182,7 @@ class SmuMatrixBackend(CrossbarBackend):
         """Conductances at `read_v`; a read that hit compliance is reported, not converted."""
         if not 0.0 < read_v <= MAX_READ_V:
             raise InputError(f"read voltage {read_v!r} V: a read must stay in (0, {MAX_READ_V}] V")
+        self._check_read(read_v)  # the same rule as the contract's own read voltage
         out = np.empty((rows.size, cols.size))
         hits: list[str] = []
         for i, r in enumerate(rows.tolist()):
@@ -207,6 +210,10 @@ class SmuMatrixBackend(CrossbarBackend):
             cols=self._cols,
             g_min_s=self.g_range_s[0],
             g_max_s=self.g_range_s[1],
+            bias_schemes=("none",),
+            min_width_s=self.source.min_width_s,
+            max_width_s=self.source.max_width_s,
+            max_abs_v=self.source.max_abs_v,
             details={
                 **self.source.details(),
                 "matrix": self.matrix.idn,

@@ -166,14 +166,15 @@ def test_visa_open_apply_read_close(station: list[Station]) -> None:
         smu(IDLE, b"1;5"),
         *release(),
         smu(b":SYST:ERR?", NO_ERR),
-        # read one device: DC spot measurement at 0.125 V, back to 0 V in the same message
+        # read one device: DC spot measurement at the read voltage it was given (0.125 V),
+        # back to 0 V in the same message
         *connect(b"1A02,1B03"),
         smu(READ, b"+1.25E-06;0"),
         *release(),
         *visa_close(),
     ]
     st = make(station, steps)
-    be = st.backend()
+    be = st.backend(read_v=0.125)
     be.apply(plan((2, 2), 1.5, 1e-4, {(0, 1): 3, (1, 0): 2}))
     g = be.read(rows=[1], cols=[0])
     assert g[0, 0] == pytest.approx(1e-5, rel=1e-12)
@@ -281,7 +282,7 @@ def test_visa_compliance_hit_on_a_read_is_no_conductance(station: list[Station])
         *visa_close(),
     ]
     st = make(station, steps)
-    be = st.backend()
+    be = st.backend(read_v=0.125)  # the script's read voltage
     with pytest.raises(ComplianceHit, match=r"\(0, 0\).*current compliance 0.001 A"):
         be.read(rows=[0], cols=[0])
     be.close()
@@ -422,7 +423,7 @@ def test_4200a_open_pulse_read_close(station: list[Station]) -> None:
     ]
     st = KxciStation(steps)
     station.append(st)
-    be = st.backend()
+    be = st.backend(read_v=0.125)  # the script's read voltage
     be.apply(plan((2, 2), 2.0, 1e-7, {(0, 1): 3}))
     assert be.read(rows=[0], cols=[1])[0, 0] == pytest.approx(1e-5, rel=1e-12)
     with pytest.raises(ComplianceHit, match=r"\(1, 0\).*this channel in compliance"):
