@@ -72,7 +72,9 @@ def test_nanosecond_pulses_land_as_on_the_simulator(kxci: Kxci) -> None:
     with kxci.open() as be:
         be.apply(plan)  # type: ignore[attr-defined]
         g = be.read()  # type: ignore[attr-defined]
-        assert be.info().details["pulse_source"] == "4200a-pmu"  # type: ignore[attr-defined]
+        info = be.info()  # type: ignore[attr-defined]
+        assert info.details["pulse_source"] == "4200a-pmu"
+        assert (info.min_width_s, info.max_abs_v, info.bias_schemes) == (6e-8, 10.0, ("none",))
     reference.apply(plan)
     np.testing.assert_allclose(g, reference.read(), rtol=5e-16)  # I / V: the last bit at most
     np.testing.assert_array_equal(kxci.station.array.read(), reference.read())
