@@ -231,7 +231,8 @@ def _open_visa(req: _Request) -> CrossbarBackend:
         def matrix_reply(line: bytes) -> list[bytes]:
             return [r.encode("ascii") for r in matrix_core.handle(line)]
 
-        smu_t = DryRunTransport("source", log, smu_reply)
+        # the B2900 is "smu" as it always was (streams are read by tools and tests)
+        smu_t = DryRunTransport("4200a" if kind == "4200a-pmu" else "smu", log, smu_reply)
         matrix_t = DryRunTransport("matrix", log, matrix_reply)
     else:
         from drivers.kxci import LAN_TERMINATION

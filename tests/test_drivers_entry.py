@@ -89,7 +89,7 @@ def test_dry_run_records_exactly_what_is_sent_and_nothing_unsafe(kind: str, tmp_
         assert 'matrix > channel.exclusiveclose("1A01,1B04")' in text
         assert ":SOUR:VOLT:TRIG 2.0;" in text and ":TRIG:ALL:COUN 2;:INIT (@1);*OPC?" in text
         # at close: abort, 0 V, output off, and only then every relay open
-        off = text.index("source > :ABOR:ALL (@1);:SOUR:VOLT 0.0;:SOUR:VOLT:TRIG 0.0;:OUTP OFF")
+        off = text.index("smu > :ABOR:ALL (@1);:SOUR:VOLT 0.0;:SOUR:VOLT:TRIG 0.0;:OUTP OFF")
         assert text.rindex('matrix > channel.open("allslots")') > off
     fired = text.count(" EXEC ") if kind == "serial" else text.count(":INIT (@1)")
     assert fired == 1  # only the safe plan was delivered
@@ -240,8 +240,8 @@ def test_dry_run_of_the_4200a_station(tmp_path: Path) -> None:
         be.apply(one_pulse((2, 3), amp=2.0, width=1e-7))
         be.read(rows=[0], cols=[1])
     text = path.read_text()
-    assert "source > :PMU:PULSE:TRAIN 1, 0.0, 2.0" in text
-    assert "source > :PMU:PULSE:BURST:COUNT 2" in text and "source > :PMU:EXECUTE" in text
+    assert "4200a > :PMU:PULSE:TRAIN 1, 0.0, 2.0" in text
+    assert "4200a > :PMU:PULSE:BURST:COUNT 2" in text and "4200a > :PMU:EXECUTE" in text
     assert 'matrix > channel.exclusiveclose("1C01,1B04")' in text  # reads on row C
-    off = text.index("source > :PMU:OUTPUT:STATE 1, 0", text.index(":PMU:EXECUTE"))
+    off = text.index("4200a > :PMU:OUTPUT:STATE 1, 0", text.index(":PMU:EXECUTE"))
     assert text.rindex('matrix > channel.open("allslots")') > off
