@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.limits import SafetyLimits, check_plan
 from protocols.plan import PulsePlan
+from protocols.shutdown import held
 
 
 class BackendError(RuntimeError):
@@ -167,9 +168,11 @@ class CrossbarBackend(ABC):
         return self._info()
 
     def close(self) -> None:
+        """Release the backend (instrument to its safe state); no signal cuts this short."""
         if not self._closed:
             self._closed = True
-            self._close()
+            with held():
+                self._close()
 
     def __enter__(self) -> CrossbarBackend:
         self._check_open()

@@ -1,9 +1,9 @@
 """Backend construction for training runs: the one place that turns a run config into an array.
 
-`open_backend` builds the simulated crossbar, or hands visa/serial configs to
-`drivers.open_backend`. `device_model` resolves what the planner needs to know about the
-devices (mean response curve, nominal SET/RESET pulses, safety limits) from the protocol file
-when one is given, else from the simulator preset.
+`open_backend` hands every kind (sim, visa, serial) to `drivers.open_backend`.
+`device_model` resolves what the planner needs to know about the devices (mean response
+curve, nominal SET/RESET pulses, safety limits) from the protocol file when one is given,
+else from the simulator preset.
 """
 
 from __future__ import annotations
@@ -33,13 +33,10 @@ class DeviceModel:
 
 
 def _preset(name: str) -> Any:
-    from sim_backend import PRESETS, get_preset
+    from drivers.factory import check_preset
+    from sim_backend import get_preset
 
-    if name not in PRESETS:
-        raise InputError(
-            f"backend.preset: unknown simulator preset {name!r}; choose one of "
-            f"{', '.join(sorted(PRESETS))}"
-        )
+    check_preset(name, "backend.preset")
     return get_preset(name)
 
 
@@ -101,42 +98,26 @@ def preflight(pulses: PulsePair, limits: SafetyLimits, response: DeviceResponse)
 
 
 def open_backend(cfg: RunConfig, rows: int, cols: int, limits: SafetyLimits) -> CrossbarBackend:
-    """The crossbar the run trains on (seeded from the run seed on the simulator)."""
-    kind = cfg.backend.kind
-    if kind == "sim":
-        from sim_backend import SimulatedCrossbar
+    """The `rows x cols` devices the run trains on: `drivers.open_backend` builds every kind
+    (the simulator seeded from the run seed), inside the array's real shape (backend options
+    `array`, `block`)."""
+    from drivers import open_backend as open_array
 
-        _preset(cfg.backend.preset)
-        try:
-            return SimulatedCrossbar(
-                rows,
-                cols,
-                preset=cfg.backend.preset,
-                seed=cfg.seed,
-                limits=limits,
-                **dict(cfg.backend.options),
-            )
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(f"backend.options: {exc}") from None
-    try:
-        from drivers import open_backend as open_instrument
-    except ImportError as exc:
-        raise InputError(f"backend.kind={kind!r}: instrument drivers are not available") from exc
+    kind = cfg.backend.kind
     options: dict[str, Any] = dict(cfg.backend.options)
     if cfg.backend.resource is not None:
         options["resource"] = cfg.backend.resource
     if cfg.backend.port is not None:
         options["port"] = cfg.backend.port
     try:
-        backend: CrossbarBackend = open_instrument(
+        backend: CrossbarBackend = open_array(
             kind,
             rows=rows,
             cols=cols,
             limits=limits,
             preset=cfg.backend.preset,
             seed=cfg.seed,
+            require_array=True,
             **options,
         )
     except BackendError as exc:  # no link, wrong port, wrong identity: nothing was sent

@@ -8,6 +8,7 @@ baselines, report).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from hil.insitu.pulse_planner import UpdatePlanner
 from hil.insitu.run_config import RunConfig, validate_config
 from hil.insitu.rundir import RunDir
 from hil.insitu.trainer import ControllerState, InSituTrainer
+from hil.insitu.workload import check_workload
 from hil.network.evaluation import nearest_pattern, pineda_recall, score
 from hil.network.hopfield import hebbian, recall, storkey
 from hil.network.patterns import PatternSet, builtin_patterns, load_patterns, test_set
@@ -50,6 +52,7 @@ def load_pattern_set(cfg: RunConfig) -> PatternSet:
 def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
     """Validate every input and pin the scheme and limits into the config (no I/O to arrays)."""
     patterns = load_pattern_set(cfg)
+    check_workload(cfg, patterns)
     model = device_model(cfg)
     resolved = cfg.model_copy(
         update={"scheme": model.scheme, "limits": model.limits, "response": model.response}
@@ -121,6 +124,7 @@ def start_run(cfg: RunConfig, out: str | Path, progress: Progress | None = None)
     # The array first: an instrument that cannot be opened leaves no run directory behind.
     backend = _open(resolved, model, patterns)
     journal: Journal | None = None
+    rundir: RunDir | None = None
     try:
         rundir = RunDir.create(out)
         # The resolved config next: from here on the directory is a run that --resume continues.
@@ -134,11 +138,23 @@ def start_run(cfg: RunConfig, out: str | Path, progress: Progress | None = None)
             trainer.start()
             trainer.run()
             report = finish_run(trainer, patterns, time.perf_counter() - t0)
+    except BaseException:
+        _mark_interrupted(journal)
+        raise
     finally:
         backend.close()
         if journal is not None:
             journal.close()
+        if rundir is not None:
+            rundir.release()
     return RunOutcome(rundir, report)
+
+
+def _mark_interrupted(journal: Journal | None) -> None:
+    """A run that ends on an exception or a signal is never left saying "running"."""
+    if journal is not None:
+        with contextlib.suppress(Exception):
+            journal.set_meta("status", "interrupted")
 
 
 @contextmanager
@@ -159,20 +175,35 @@ def load_run_config(rundir: RunDir) -> RunConfig:
 
 def resume_run(path: str | Path, progress: Progress | None = None) -> RunOutcome:
     rundir = RunDir.open(path)
-    rundir.check_writable()
-    cfg = load_run_config(rundir)
-    cfg, model, patterns = resolve(cfg)
-    journal = Journal(rundir.journal_path, sync=journal_sync(cfg))
-    trainer = _build(cfg, model, patterns, rundir, journal, progress)
+    rundir.lock()  # one process per run: a second one is told who holds it
+    try:
+        rundir.check_writable()
+        cfg = load_run_config(rundir)
+        cfg, model, patterns = resolve(cfg)
+        journal = Journal(rundir.journal_path, sync=journal_sync(cfg))
+    except BaseException:
+        rundir.release()
+        raise
+    try:
+        trainer = _build(cfg, model, patterns, rundir, journal, progress)
+    except BaseException:
+        journal.close()
+        rundir.release()
+        raise
     t0 = time.perf_counter()
     try:
+        journal.set_meta("status", "running")
         with _resumable(rundir):
             note = trainer.resume()
             trainer.run()
             report = finish_run(trainer, patterns, time.perf_counter() - t0)
+    except BaseException:
+        _mark_interrupted(journal)
+        raise
     finally:
         trainer.backend.close()
         journal.close()
+        rundir.release()
     return RunOutcome(rundir, report, resumed=note)
 
 
