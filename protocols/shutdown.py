@@ -105,8 +105,11 @@ def handling(signals: tuple[int, ...] | None = None) -> Iterator[None]:
     try:
         yield
     finally:
+        # After a stop request the process is on its way out: later signals are ignored
+        # (SIG_IGN survives the interpreter's own shutdown), so none can kill it in its
+        # last steps and change its exit code.
         for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, signal.SIG_IGN if _stopping else handler)  # type: ignore[arg-type]
         reset()
 
 
