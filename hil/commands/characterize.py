@@ -12,21 +12,20 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hil.characterize.characterization import (
-    METRIC_UNITS,
-    Characterization,
-    characterize,
-    device_grid,
-    to_json,
-)
 from hil.commands.shapes import add_shape_options
 from protocols.backend import BackendError, CrossbarBackend
 from protocols.block import Block
 from protocols.errors import InputError
 from protocols.protocol_file import load_protocol
 from protocols.spec import ProtocolFile
+
+if TYPE_CHECKING:
+    from hil.characterize.characterization import Characterization
+
+# hil.characterize (scipy.optimize) is imported where it is used: every `mrnn-hil` command
+# loads this module, and most never characterise anything.
 
 KINDS = ("sim", "visa", "serial")
 
@@ -46,6 +45,8 @@ def devices_block(args: argparse.Namespace, protocol: ProtocolFile) -> tuple[Blo
             )
         return blk, devices
     devices = args.devices or protocol.characterize.devices
+    from hil.characterize.characterization import device_grid
+
     return Block.at_origin(*device_grid(devices)), devices
 
 
@@ -125,6 +126,8 @@ def add_parser(subparsers: Any) -> None:
 
 def format_table(result: Characterization) -> str:
     """The PASS/FAIL table, one metric a row."""
+    from hil.characterize.characterization import METRIC_UNITS
+
     rows = [("metric", "value", "unit", "allowed", "verdict", "reason")]
     for v in result.verdicts:
         rows.append(
@@ -150,6 +153,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hil.characterize.characterization import characterize, to_json
+
     protocol = load_protocol(args.file)
     blk, devices = devices_block(args, protocol)
     cycles = args.cycles or protocol.characterize.cycles
