@@ -161,31 +161,31 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a directory")
-    progress = None
     bar: Any = None
-    if not args.quiet:
-        from tqdm import tqdm
 
-        bar = tqdm(
-            total=2 * cycles * protocol.characterize.pulses_per_phase,
-            unit="pulse",
-            desc="characterize",
-            file=sys.stderr,
-            leave=False,
-        )
-
-        def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
             bar.update(done - bar.n)
 
-    try:
-        with open_backend(args, protocol, blk) as backend:
-            info = backend.info()
+    with open_backend(args, protocol, blk) as backend:
+        info = backend.info()
+        if not args.quiet:  # only once the devices are there: an error stays one line
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=2 * cycles * protocol.characterize.pulses_per_phase,
+                unit="pulse",
+                desc="characterize",
+                file=sys.stderr,
+                leave=False,
+            )
+        try:
             traces, result = characterize(
                 backend, protocol, devices=devices, cycles=cycles, progress=progress
             )
-    finally:
-        if bar is not None:
-            bar.close()
+        finally:
+            if bar is not None:
+                bar.close()
     out.mkdir(parents=True, exist_ok=True)
     from hil.characterize.plots import plot_histograms, plot_traces
 
