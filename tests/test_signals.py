@@ -28,11 +28,13 @@ import serial
 from insitu_support import small_config
 
 from drivers import board as B
+from drivers import open_backend
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
 from drivers.emu_scpi import Station
 from drivers.emu_serial import SerialEmulator
 from drivers.emu_tcp import ScpiEmulator
+from drivers.errors import InstrumentError
 from drivers.faults import FaultConfig
 from hil.insitu.rundir import RunDir
 from protocols.protocol_file import library_dir
@@ -280,3 +282,27 @@ def test_sigterm_mid_evaluation_writes_nothing_and_frees_the_run(tmp_path: Path)
     assert not (rundir.path / "evaluation.json").exists()
     rundir.lock()  # the lock went with the process
     rundir.release()
+
+
+def test_a_station_that_fails_right_after_its_setup_is_left_safe() -> None:
+    # The setup message turns the SMU output on; a failure (or a signal) before the backend
+    # is handed over used to close the links with the output still on.
+    station = Station(make_array(2, 3, preset="ideal"), min_width_s=1e-9)
+    with ScpiEmulator(station) as emu:
+        listener = emu._smu
+        original = listener.handle
+
+        def error_after_setup(line: bytes) -> list[str]:
+            replies = original(line)
+            if b":OUTP ON" in line:
+                emu.smu.errors.push((-222, "Data out of range"))
+            return replies
+
+        listener.handle = error_after_setup
+        with pytest.raises(InstrumentError, match="SMU error queue"):
+            open_backend(
+                "visa", emu.smu_resource, 2, 3,
+                matrix_resource=emu.matrix_resource, min_width_s=1e-9,
+            )  # fmt: skip
+        listener.handle = original
+        assert lab_check_station(emu) == ("0", 0.0, "nil")
