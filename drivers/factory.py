@@ -42,7 +42,6 @@ _VISA_OPTIONS = {
     "visa_library": str,
     "timeout_s": float,
     "retries": int,
-    "read_v": float,
     "min_width_s": float,
     "columns_per_slot": int,
     "slots": int,
@@ -125,6 +124,7 @@ def open_backend(
     array: str | tuple[int, int] | None = None,
     block: str | Block | None = None,
     require_array: bool = False,
+    read_v: float | None = None,
     **options: Any,
 ) -> CrossbarBackend:
     """A `rows x cols` crossbar of the given kind: the `block` of devices inside the array.
@@ -134,7 +134,8 @@ def open_backend(
     resource strings; pyvisa-py '@py' unless `visa_library` says otherwise). serial:
     `port` is a device path or a pyserial URL. `preset` and `seed` configure the simulator,
     the in-process array of a dry run (and the conductance window of the VISA station when
-    `g_min_s`/`g_max_s` are not given, as an SMU cannot know it).
+    `g_min_s`/`g_max_s` are not given, as an SMU cannot know it). `read_v` is the read
+    voltage (the protocol's; the backend contract checks it against `limits`).
     """
     if kind not in KINDS:
         raise InputError(f"backend kind {short(kind)}: choose one of {', '.join(KINDS)}")
@@ -155,7 +156,7 @@ def open_backend(
                 "use it with --backend visa or serial"
             )
         overrides = {k: v for k, v in options.items() if v is not None}
-        return _open_sim(shape or blk.extent, blk, limits, preset, seed, overrides)
+        return _open_sim(shape or blk.extent, blk, limits, preset, seed, overrides, read_v)
     address = resource_or_port or (resource if kind == "visa" else port) or resource or port
     opts = _coerce(kind, options)
     g_range = _g_range(opts)
@@ -167,7 +168,7 @@ def open_backend(
             "word and bit lines as wired to the matrix (word line r on matrix column r+1, bit "
             "line c on column ROWS+c+1); a switch matrix cannot see them"
         )
-    req = _Request(address, blk, shape, limits, dry_run, preset, seed, g_range, opts)
+    req = _Request(address, blk, shape, limits, dry_run, preset, seed, g_range, opts, read_v)
     backend = _open_visa(req) if kind == "visa" else _open_serial(req)
     try:
         return view(backend, blk)
@@ -183,13 +184,20 @@ def _open_sim(
     preset: str,
     seed: int,
     overrides: dict[str, Any],
+    read_v: float | None,
 ) -> CrossbarBackend:
     from sim_backend import SimulatedCrossbar
 
     check_preset(preset)
     try:
         array = SimulatedCrossbar(
-            shape[0], shape[1], preset=preset, seed=seed, limits=limits, **overrides
+            shape[0],
+            shape[1],
+            preset=preset,
+            seed=seed,
+            limits=limits,
+            **({} if read_v is None else {"read_v": read_v}),
+            **overrides,
         )
     except (TypeError, ValueError) as exc:
         if isinstance(exc, InputError):
@@ -215,6 +223,7 @@ class _Request:
     seed: int
     g_range: tuple[float, float] | None
     opts: dict[str, Any]
+    read_v: float | None = None
 
     @property
     def array_shape(self) -> tuple[int, int]:
@@ -288,7 +297,14 @@ def _open_visa(req: _Request) -> CrossbarBackend:
             smu_t.close()
             raise
     return SmuMatrixBackend(
-        smu_t, matrix_t, rows, cols, g_range_s=g_range, limits=req.limits, **opts
+        smu_t,
+        matrix_t,
+        rows,
+        cols,
+        g_range_s=g_range,
+        limits=req.limits,
+        read_v=req.read_v,
+        **opts,
     )
 
 
@@ -331,7 +347,13 @@ def _open_serial(req: _Request) -> CrossbarBackend:
         transport.close()
         raise
     return PulseBoardBackend(
-        transport, rows, cols, limits=req.limits, g_range_s=req.g_range, **opts
+        transport,
+        rows,
+        cols,
+        limits=req.limits,
+        g_range_s=req.g_range,
+        read_v=req.read_v,
+        **opts,
     )
 
 

@@ -127,7 +127,13 @@ class BlockView(CrossbarBackend):
 
     def __init__(self, inner: CrossbarBackend, block: Block) -> None:
         block.check_inside(inner.shape, f"the {inner.info().kind} array")
-        super().__init__(block.rows, block.cols, limits=inner.limits)
+        super().__init__(
+            block.rows,
+            block.cols,
+            limits=inner.limits,
+            read_v=inner.read_v,
+            switching_v=inner.switching_v,
+        )
         self.inner = inner
         self.block = block
         self._r = slice(block.row0, block.row0 + block.rows)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from protocols.errors import InputError
-from protocols.loading import load_document, parse_document, short
+from protocols.loading import parse_document, read_text, short
 from protocols.spec import (
     PROTOCOL_VERSION,
     AcceptanceSpec,
@@ -51,7 +51,9 @@ __all__ = [
     "library_dir",
     "library_files",
     "load_protocol",
+    "load_protocol_text",
     "parse_protocol",
+    "parse_protocol_text",
 ]
 
 _SCHEME_KINDS: dict[str, type[BaseModel]] = {
@@ -181,11 +183,27 @@ def reject_duplicate_keys(text: str, source: str, suffix: str) -> None:
 
 
 def load_protocol(path: str | Path) -> ProtocolFile:
-    """Read and validate a protocol file (.yaml/.yml or .json); InputError in one line if bad.
+    """Read and validate a protocol file (.yaml/.yml or .json); InputError in one line if bad."""
+    return load_protocol_text(path)[0]
+
+
+def load_protocol_text(path: str | Path) -> tuple[ProtocolFile, str]:
+    """The protocol and the exact text it was parsed from (read once, so a run can digest
+    the very content whose limits it uses).
 
     The file goes through `protocols.loading`: regular files only, size, nesting and YAML
     alias-expansion caps, duplicate keys refused.
     """
     source = str(path)
-    data = load_document(path, source, (".yaml", ".yml", ".json"))
-    return parse_protocol(data, source)
+    text = read_text(path, source)
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise InputError(
+            f"{source}: unknown extension {short(Path(path).suffix)}; use .yaml, .yml or .json"
+        )
+    return parse_protocol_text(text, source, suffix), text
+
+
+def parse_protocol_text(text: str, source: str, suffix: str = ".yaml") -> ProtocolFile:
+    """Validate the text of a protocol file (`suffix` says YAML or JSON), with the caps."""
+    return parse_protocol(parse_document(text, source, suffix), source)

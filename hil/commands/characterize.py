@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hil.commands.shapes import add_shape_options
 from protocols.backend import BackendError, CrossbarBackend
 from protocols.block import Block
+from protocols.envelope import Envelope, check_compatible, resolve_envelope
 from protocols.errors import InputError
 from protocols.protocol_file import load_protocol
 from protocols.spec import ProtocolFile
@@ -50,8 +51,28 @@ def devices_block(args: argparse.Namespace, protocol: ProtocolFile) -> tuple[Blo
     return Block.at_origin(*device_grid(devices)), devices
 
 
-def open_backend(args: argparse.Namespace, protocol: ProtocolFile, blk: Block) -> CrossbarBackend:
-    """The block's devices on the chosen backend, through `drivers.open_backend`."""
+def envelope_of(args: argparse.Namespace, protocol: ProtocolFile) -> Envelope:
+    """The protocol's safety envelope (limits, read voltage), resolved as `train` does."""
+    from sim_backend import PRESETS, get_preset
+    from sim_backend.crossbar import switching_threshold
+
+    preset = args.preset or protocol.preset
+    switching = switching_threshold(get_preset(preset)) if preset in PRESETS else None
+    return resolve_envelope(
+        pulses=protocol.pulses,
+        base_limits=protocol.limits.safety_limits(),
+        scheme=protocol.scheme,
+        read_v=protocol.read.voltage_v,
+        switching_v=switching,
+        base_source=f"protocol {args.file}",
+    )
+
+
+def open_backend(
+    args: argparse.Namespace, protocol: ProtocolFile, blk: Block, env: Envelope
+) -> CrossbarBackend:
+    """The block's devices on the chosen backend, through `drivers.open_backend`, with the
+    envelope's limits and read voltage."""
     from drivers import open_backend as open_array
 
     preset = args.preset or protocol.preset
@@ -65,7 +86,8 @@ def open_backend(args: argparse.Namespace, protocol: ProtocolFile, blk: Block) -
             args.backend,
             rows=blk.rows,
             cols=blk.cols,
-            limits=protocol.limits.safety_limits(),
+            limits=env.limits,
+            read_v=env.read_v,
             preset=preset or "ideal",
             seed=args.seed,
             resource=args.resource,
@@ -167,8 +189,11 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.update(done - bar.n)
 
-    with open_backend(args, protocol, blk) as backend:
+    env = envelope_of(args, protocol)
+    with open_backend(args, protocol, blk, env) as backend:
         info = backend.info()
+        # nominal pulses only, one device at a time: refuse before the first pulse
+        check_compatible(env, info, with_scheme=False)
         if not args.quiet:  # only once the devices are there: an error stays one line
             from tqdm import tqdm
 
