@@ -55,6 +55,10 @@ IDLE_ALL = ":IDLE1:ALL?"  # 1 once the trigger system (source and measure) is id
 INIT = ":INIT"
 ABOR_ALL = ":ABOR:ALL"
 OUTP = ":OUTP"
+#: State queries a lab sends after a run (B2900 SCPI reference, OUTPut and SOURce subsystems):
+#: output state as NR1 0|1, source level as NR3.
+OUTP_QUERIES = (":OUTP?", ":OUTP:STAT?")
+SOUR_VOLT_QUERY = ":SOUR:VOLT?"
 MEAS_CURR = ":MEAS:CURR?"
 SYST_ERR = ":SYST:ERR?"
 CHANNEL_LIST = "(@1)"

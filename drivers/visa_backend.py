@@ -31,6 +31,7 @@ from protocols.backend import BackendError, BackendInfo, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.plan import PulsePlan
+from protocols.shutdown import held
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,9 @@ class SmuMatrixBackend(CrossbarBackend):
             self._output_may_be_on = True  # *RST and setup leave it off; a fault may not
             self.source.setup()
             self.source.output_on()
-        except BaseException:
-            self._shutdown()
+        except BaseException:  # a failure or a signal: output off, then relays open
+            with held():
+                self._shutdown()
             raise
 
     def _make_source(

@@ -82,7 +82,7 @@ def test_train_on_visa_emulator_matches_sim(
     # the preset's 10 ns pulses are below a B2900's 50 us minimum: the emulated SMU and the
     # driver are both told the SMU can fire them (backend option min_width_s)
     config = tmp_path / "visa.yaml"
-    config.write_text("backend:\n  options:\n    min_width_s: 1.0e-9\n")
+    config.write_text(f"backend:\n  options:\n    min_width_s: 1.0e-9\n    array: {ROWS}x{COLS}\n")
     station = Station(make_array(ROWS, COLS, preset="ideal", seed=SEED), min_width_s=1e-9)
     with ScpiEmulator(station) as emu:
         report = train(
@@ -106,7 +106,9 @@ def test_train_on_the_4200a_pmu_station_matches_sim(
     conductances of `--backend sim` and received exactly the run's pulses, all of the
     preset's width."""
     config = tmp_path / "pmu.yaml"
-    config.write_text("backend:\n  options:\n    pulse_source: 4200a-pmu\n")
+    config.write_text(
+        f"backend:\n  options:\n    pulse_source: 4200a-pmu\n    array: {ROWS}x{COLS}\n"
+    )
     station = Station(make_array(ROWS, COLS, preset="epiram", seed=SEED))
     with ScpiEmulator(station, source=KxciCore(station)) as emu:
         report = train(
@@ -180,6 +182,7 @@ def test_train_completes_on_a_faulty_visa_station(
     config = tmp_path / "visa.yaml"
     config.write_text(
         "backend:\n  options:\n    min_width_s: 1.0e-9\n    timeout_s: 0.02\n    retries: 60\n"
+        f"    array: {ROWS}x{COLS}\n"
     )
     station = Station(make_array(ROWS, COLS, preset="ideal", seed=SEED), min_width_s=1e-9)
     # a device-by-device station makes thousands of exchanges per run: 1 % of each kind here
