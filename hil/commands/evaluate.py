@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hil.insitu.mapping import DifferentialMapping
+    from hil.insitu.mapping import make_mapping
     from hil.insitu.rundir import RunDir
     from hil.insitu.training_run import evaluate_weights, load_pattern_set, load_run_config
 
@@ -59,12 +59,13 @@ def run(args: argparse.Namespace) -> int:
         from hil.insitu.backends import device_model
 
         model = device_model(cfg)
-        mapping = DifferentialMapping.from_range(
+        mapping = make_mapping(
             n,
             model.response.g_min_s,
             model.response.g_max_s,
             w_max=cfg.mapping.w_max,
             layout=cfg.mapping.layout,
+            diagonal=cfg.mapping.diagonal,
         )
         W = mapping.weights(g)
         if cfg.mapping.tie_symmetric and cfg.rule.symmetric:

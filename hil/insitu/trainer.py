@@ -45,6 +45,7 @@ from hil.insitu.journal import Journal, JournalError
 from hil.insitu.mapping import (
     DifferentialMapping,
     StuckDetector,
+    WeightMapping,
     stuck_after_programming,
     stuck_report,
 )
@@ -154,7 +155,7 @@ class InSituTrainer:
         journal: Journal,
         patterns: Array,
         planner: UpdatePlanner,
-        mapping: DifferentialMapping,
+        mapping: WeightMapping,
         limits: SafetyLimits,
         *,
         on_progress: Callable[[ControllerState, int], None] | None = None,
@@ -309,7 +310,7 @@ class InSituTrainer:
         return W
 
     def _measured_weights(self, g: Array) -> Array:
-        if not self.cfg.loop.analog_mvm:
+        if not self.cfg.loop.analog_mvm or not isinstance(self.mapping, DifferentialMapping):
             return self.mapping.weights(g)
         v_read = 0.1
         probes = np.zeros((self.n, self.mapping.shape[1]))

@@ -19,14 +19,14 @@ import numpy as np
 
 from hil.insitu.backends import DeviceModel, device_model, open_backend
 from hil.insitu.journal import Journal, SyncMode
-from hil.insitu.mapping import DifferentialMapping
+from hil.insitu.mapping import WeightMapping, make_mapping
 from hil.insitu.pulse_planner import UpdatePlanner
 from hil.insitu.run_config import RunConfig, validate_config
 from hil.insitu.rundir import RunDir
 from hil.insitu.trainer import ControllerState, InSituTrainer
 from hil.network.evaluation import nearest_pattern, pineda_recall, score
 from hil.network.hopfield import hebbian, recall, storkey
-from hil.network.patterns import PatternSet, builtin_patterns, load_patterns, test_set
+from hil.network.patterns import PatternSet, patterns_from_spec, test_set
 from protocols.backend import BackendError, CrossbarBackend
 
 Progress = Callable[[ControllerState, int], None]
@@ -42,9 +42,7 @@ class RunOutcome:
 
 
 def load_pattern_set(cfg: RunConfig) -> PatternSet:
-    if cfg.training.patterns is None:
-        return builtin_patterns()
-    return load_patterns(cfg.training.patterns)
+    return patterns_from_spec(cfg.training.patterns)
 
 
 def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
@@ -59,13 +57,14 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
     return resolved, model, patterns
 
 
-def _mapping(cfg: RunConfig, model: DeviceModel, patterns: PatternSet) -> DifferentialMapping:
-    return DifferentialMapping.from_range(
+def _mapping(cfg: RunConfig, model: DeviceModel, patterns: PatternSet) -> WeightMapping:
+    return make_mapping(
         patterns.size,
         model.response.g_min_s,
         model.response.g_max_s,
         w_max=cfg.mapping.w_max,
         layout=cfg.mapping.layout,
+        diagonal=cfg.mapping.diagonal,
     )
 
 
