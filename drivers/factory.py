@@ -20,7 +20,7 @@ from protocols.limits import SafetyLimits
 if TYPE_CHECKING:
     from drivers.dryrun import DryRunLog
 
-KINDS = ("visa", "serial")
+KINDS = ("visa", "serial", "arc1", "arc2")
 
 _VISA_OPTIONS = {
     "matrix_resource": str,
@@ -109,6 +109,13 @@ def open_backend(
         raise InputError(f"backend shape {rows}x{cols}: rows and cols must be positive")
     address = resource_or_port or (resource if kind == "visa" else port) or resource or port
     dry = dry_run
+    if kind in ("arc1", "arc2"):  # ArC ONE, ArC TWO: drivers/arc_factory.py
+        from drivers.arc_factory import open_arc
+
+        return open_arc(
+            kind, address, rows, cols, limits=limits, dry_run=dry, preset=preset, seed=seed,
+            options=options,
+        )  # fmt: skip
     opts = _coerce(kind, options)
     g_range = _g_range(opts)
     req = _Request(address, rows, cols, limits, dry, preset, seed, g_range, opts)

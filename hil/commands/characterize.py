@@ -65,6 +65,7 @@ def _open_instrument(
             port=args.port,
             matrix_resource=getattr(args, "matrix_resource", None),
             dry_run=getattr(args, "dry_run", None),
+            firmware=getattr(args, "firmware", None),
         )
     except BackendError as exc:  # no link, wrong port, wrong identity: nothing was sent
         where = args.port or args.resource or "the instrument"
@@ -76,6 +77,8 @@ BACKENDS: dict[str, BackendOpener] = {
     "sim": _open_sim,
     "visa": _open_instrument,
     "serial": _open_instrument,
+    "arc1": _open_instrument,
+    "arc2": _open_instrument,
 }
 
 
@@ -120,6 +123,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--resource", default=None, help="VISA resource (instrument backends)")
     parser.add_argument("--port", default=None, help="serial port (instrument backends)")
     parser.add_argument("--matrix-resource", default=None, help="switch-matrix VISA resource")
+    parser.add_argument("--firmware", default=None, help="ArC TWO firmware file (--backend arc2)")
     parser.add_argument(
         "--dry-run", default=None, metavar="FILE", help="record the command stream to FILE"
     )
