@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from drivers import arc1 as A
 from drivers.arc1_link import Arc1Link
 from drivers.board_block import check_block
-from drivers.errors import GarbledReply, LinkError
+from drivers.errors import GarbledReply, LinkError, LinkLost
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits, check_plan
@@ -127,7 +127,7 @@ class Arc1Backend(CrossbarBackend):
         self._sneak = self.settings.sneak_path
         self._in_sync = False
         try:
-            self._synchronise()
+            self._resync(None)
             self.firmware = self._query_version()
         except BaseException:
             link.close()
@@ -158,20 +158,24 @@ class Arc1Backend(CrossbarBackend):
         self._sneak = self.settings.sneak_path
         self._in_sync = True
 
-    def _resync(self, exc: LinkError, attempt: int) -> None:
-        log.debug("ArC ONE link: %s (attempt %d)", exc, attempt)
-        self.stats.read_retries += 1
-        for tries in range(self.retries):
+    def _resync(self, exc: LinkError | None) -> None:
+        """Reset and init until the board confirms (`retries` tries; a lost port reopened)."""
+        if exc is not None:
+            log.debug("ArC ONE link: %s", exc)
+            self.stats.read_retries += 1
+        last: LinkError | None = None
+        for _ in range(self.retries):
             try:
-                if tries:
+                if isinstance(last, LinkLost):
                     self.link.reopen()
                 self._synchronise()
                 return
             except LinkError as again:
-                log.debug("ArC ONE resync failed: %s", again)
+                log.debug("ArC ONE handshake failed: %s", again)
+                last = again
+        why = f"last: {last}" if exc is None else f"first failure: {exc}; last: {last}"
         raise BackendError(
-            f"{self.link.name}: cannot resynchronise the ArC ONE after {self.retries} tries "
-            f"(first failure: {exc})"
+            f"{self.link.name}: no init handshake with the ArC ONE in {self.retries} tries ({why})"
         )
 
     def _query_version(self) -> tuple[int, int] | None:
@@ -206,9 +210,9 @@ class Arc1Backend(CrossbarBackend):
 
     def _retry_read(self, attempt_read: Any) -> NDArray[np.float64]:
         last: LinkError | None = None
-        for attempt in range(self.retries):
+        for _ in range(self.retries):
             if not self._in_sync:
-                self._resync(last or GarbledReply("link state unknown"), attempt)
+                self._resync(last)
             try:
                 out: NDArray[np.float64] = attempt_read()
                 return out
@@ -286,7 +290,7 @@ class Arc1Backend(CrossbarBackend):
     def _apply(self, plan: PulsePlan) -> None:
         self._check_capability(plan)
         if not self._in_sync:
-            self._resync(GarbledReply("link state unknown before a plan"), 0)
+            self._resync(None)
         sneak = A.SNEAK_PATH[self._effective_bias(plan)]
         sent = 0
         last = (0, 0)

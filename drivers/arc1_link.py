@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import time
 from abc import ABC, abstractmethod
@@ -25,6 +26,13 @@ from drivers import arc1 as A
 from drivers.errors import LinkLost, LinkTimeout
 
 log = logging.getLogger(__name__)
+
+try:  # POSIX only: a pseudo-terminal's refusal of parity comes from termios
+    import termios
+
+    _TERMIOS_ERRORS: tuple[type[BaseException], ...] = (termios.error,)
+except ImportError:  # pragma: no cover - Windows
+    _TERMIOS_ERRORS = ()
 
 
 class Arc1Link(ABC):
@@ -95,6 +103,13 @@ class SerialArc1Link(Arc1Link):
                     self._port, timeout=self.POLL_S, write_timeout=2.0, **self._settings
                 )
                 break
+            except _TERMIOS_ERRORS as exc:
+                # A Linux pty has no parity: it drops PARENB on the first open and refuses
+                # (EINVAL) an open that would change nothing else; on a pty, open without.
+                if not _is_pty(self._port) or self._settings["parity"] == "N":
+                    raise LinkLost(f"cannot open serial port {self._port!r}: {exc}") from exc
+                log.debug("%s is a pseudo-terminal: opened without parity", self._port)
+                self._settings["parity"] = "N"
             except (serial.SerialException, OSError, ValueError) as exc:
                 if time.monotonic() > deadline:
                     raise LinkLost(f"cannot open serial port {self._port!r}: {exc}") from exc
@@ -187,6 +202,10 @@ class SerialArc1Link(Arc1Link):
             with contextlib.suppress(OSError, serial.SerialException):
                 self._ser.close()
             self._ser = None
+
+
+def _is_pty(port: str) -> bool:
+    return os.path.realpath(port).startswith("/dev/pts/")
 
 
 Responder = Callable[[bytes], bytes]

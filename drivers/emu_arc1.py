@@ -53,13 +53,15 @@ FIRMWARE = (2, 0)
 
 @dataclass(frozen=True)
 class AppliedPulse:
-    """One pulse the board applied: device (1-based W, B), amplitude, width, order."""
+    """One pulse the board applied: device (1-based W, B), amplitude, width, order, and the
+    run of pulses it belongs to (a read, reset or init ends a run)."""
 
     seq: int
     word: int
     bit: int
     amplitude_v: float
     width_s: float
+    run: int = 0
 
 
 class PulseLog:
@@ -68,10 +70,28 @@ class PulseLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: list[AppliedPulse] = []
+        self._run = 0
+        self._ended: dict[int, str] = {}
 
     def add(self, word: int, bit: int, amplitude_v: float, width_s: float) -> None:
         with self._lock:
-            self._entries.append(AppliedPulse(len(self._entries), word, bit, amplitude_v, width_s))
+            seq = len(self._entries)
+            self._entries.append(AppliedPulse(seq, word, bit, amplitude_v, width_s, self._run))
+
+    def end_run(self, why: str) -> None:
+        """A command other than select or pulse (`why`: the job, or "link" for a dropped
+        link): the pulses after it are a new run."""
+        with self._lock:
+            self._ended[self._run] = why
+            self._run += 1
+
+    def runs(self) -> list[tuple[int, str]]:
+        """(pulses, what ended the run) per run, in order; runs without pulses left out."""
+        sizes: dict[int, int] = {}
+        for e in self.entries:
+            sizes[e.run] = sizes.get(e.run, 0) + 1
+        with self._lock:
+            return [(sizes[k], self._ended.get(k, "")) for k in sorted(sizes)]
 
     @property
     def entries(self) -> list[AppliedPulse]:
@@ -149,9 +169,11 @@ class Arc1Core:
         return bytes(out)
 
     # -- state -------------------------------------------------------------------------------
-    def power_cycle(self) -> None:
-        """A reset (command ``00`` or a dropped link): settings and selection are lost."""
+    def power_cycle(self, why: str = A.RESET) -> None:
+        """A reset (command ``00``, or a dropped link: `why` "link"): settings and selection
+        are lost."""
         with self.lock:
+            self.log.end_run(why)
             self.flush()
             self.settings = None
             self.selected = None
@@ -181,6 +203,8 @@ class Arc1Core:
 
     def _dispatch(self, cmd: Command) -> bytes:
         job, args = cmd.job, cmd.args
+        if job not in (A.SELECT, A.PULSE_ACTIVE, A.SET_HARDWARE, A.PULSE_READ, A.RESET):
+            self.log.end_run(job)
         if job == A.RESET:
             self.power_cycle()
             return b""
@@ -217,6 +241,7 @@ class Arc1Core:
             word, bit = self._address(args[0], args[1])
             self.selected = (word, bit)
             self._pulse(word, bit, A.parse_float(args[2]), A.parse_float(args[3]))
+            self.log.end_run(job)
             return A.encode_floats(self._resistances([word - 1], [bit - 1])[0])
         if job == A.READ_ONE:
             word, bit = self._address(args[0], args[1])
@@ -461,5 +486,5 @@ class Arc1Emulator(Served):
         return False
 
     def _reset(self, deaf_s: float) -> None:
-        self.core.power_cycle()
+        self.core.power_cycle("link")
         self._deaf_until = time.monotonic() + deaf_s

@@ -40,9 +40,39 @@ def _open_sim(args: argparse.Namespace, protocol: ProtocolFile, rows: int, cols:
             "--backend sim needs --preset NAME (the protocol file names no 'preset'); "
             "`mrnn-hil devices` lists them"
         )
-    return SimulatedCrossbar(
-        rows, cols, preset=preset, seed=args.seed, limits=protocol.limits.safety_limits()
-    )
+    try:
+        return SimulatedCrossbar(
+            rows,
+            cols,
+            preset=preset,
+            seed=args.seed,
+            limits=protocol.limits.safety_limits(),
+            **_backend_options(args),
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"--backend-option: {exc}") from None
+
+
+def _option_value(text: str) -> Any:
+    """A --backend-option value: int, float, true/false, or the text itself."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in getattr(args, "backend_option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--backend-option {item!r}: write KEY=VALUE")
+        out[key] = _option_value(value)
+    return out
 
 
 def _open_instrument(
@@ -66,6 +96,7 @@ def _open_instrument(
             matrix_resource=getattr(args, "matrix_resource", None),
             dry_run=getattr(args, "dry_run", None),
             firmware=getattr(args, "firmware", None),
+            **_backend_options(args),
         )
     except BackendError as exc:  # no link, wrong port, wrong identity: nothing was sent
         where = args.port or args.resource or "the instrument"
@@ -124,6 +155,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--port", default=None, help="serial port (instrument backends)")
     parser.add_argument("--matrix-resource", default=None, help="switch-matrix VISA resource")
     parser.add_argument("--firmware", default=None, help="ArC TWO firmware file (--backend arc2)")
+    parser.add_argument(
+        "--backend-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a backend option (instruments: driver options such as timeout_s; sim: device "
+        "settings such as readout__format=float32_resistance); repeatable",
+    )
     parser.add_argument(
         "--dry-run", default=None, metavar="FILE", help="record the command stream to FILE"
     )

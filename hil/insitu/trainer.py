@@ -516,10 +516,13 @@ class InSituTrainer:
                 self.start()
                 self.replay_position = -1
                 return "restarted from the beginning (no checkpoint yet); initial plans replayed"
-            raise JournalError(
-                f"run {self.rundir.path} has no checkpoint and its backend cannot be "
-                "restored; start a new run"
-            )
+            # An instrument cannot be restored, but programming W0 is closed loop: settle the
+            # journaled plans (their pulses count in the budget), then program again from a
+            # fresh read of the array. Nothing is re-sent blind.
+            note = self._resolve_without_snapshot(last_seq)
+            self.state.position = 0
+            self.start()
+            return f"W0 programming restarted from a full read (no checkpoint yet); {note}"
         arrays, meta = found
         self.load(arrays, meta)
         table = self.journal.presentation_table()
