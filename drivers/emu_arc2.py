@@ -224,7 +224,7 @@ def _width_s(nanos: int) -> float:
     n -= n % NANOS_STEP
     if n >= SLOW_NANOS:
         n += SLOW_EXTRA_NANOS
-    return n * 1e-9
+    return n / 1e9
 
 
 class EmulatedInstrument:
