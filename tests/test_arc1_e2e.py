@@ -148,6 +148,10 @@ def test_with_faults_the_run_stops_resumes_and_nothing_is_applied_twice(tmp_path
     with contextlib.closing(sqlite3.connect(out / "journal.sqlite")) as db:
         plans = db.execute("SELECT state, pulses FROM plans ORDER BY seq").fetchall()
     assert {state for state, _ in plans} == {"applied", "unknown"}
+    with contextlib.closing(sqlite3.connect(out / "journal.sqlite")) as db:
+        notes = [n for (n,) in db.execute("SELECT message FROM events WHERE kind = 'resume'")]
+    # stopped while W0 was being programmed, too: programming starts again from a full read
+    assert "W0 programming restarted from a full read" in notes
     assert accounted(tuple(plans), tuple(core.log.runs()))
     # and per device: no more pulses than the journal's plans give it
     logged = core.log.counts(*SHAPE)

@@ -521,6 +521,7 @@ class InSituTrainer:
             # fresh read of the array. Nothing is re-sent blind.
             note = self._resolve_without_snapshot(last_seq)
             self.state.position = 0
+            self.journal.record_event(0, "resume", "W0 programming restarted from a full read")
             self.start()
             return f"W0 programming restarted from a full read (no checkpoint yet); {note}"
         arrays, meta = found
