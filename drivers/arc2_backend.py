@@ -246,9 +246,9 @@ class Arc2Backend(CrossbarBackend):
                     if k % self.chunk_ops == 0:
                         self._pyarc2_call("execute")
                     done += 1
-                self._pyarc2_call("execute")
-                self._pyarc2_call("wait")
+                # queues the idle state behind the pulses and executes both; then wait for it
                 self._pyarc2_call("finalise_operation", mode=self.idle)
+                self._pyarc2_call("wait")
         except BackendError as exc:
             raise DeliveryUnknown(
                 f"{exc}; {done} pulse operations of the plan were queued and the ArC TWO "

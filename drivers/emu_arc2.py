@@ -27,13 +27,17 @@ public sources say the board does:
 Currents are float32 `G * vread` (`sim_backend.readout.current_f32`), zero where no device
 is connected. Every pulse is logged (device, V, width); pulses reach the simulated array as
 one plan at the next read, one group per `finalise_operation`, so a plan delivered group by
-group lands on the array exactly as it does on the simulator.
+group lands on the array exactly as it does on the simulator. For timing, `latency_s` delays
+every call that exchanges data with the board and `op_setup_s` is the board's own time per
+pulse operation besides the pulse (libarc2 waits 30 us after setting up the drivers of every
+fast pulse).
 """
 
 from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +61,13 @@ MIN_NANOS = 40
 NANOS_STEP = 10
 SLOW_NANOS = 500_000_000
 SLOW_EXTRA_NANOS = 30_000
+
+
+#: Calls that exchange data with the board (the others fill the command buffer); an emulated
+#: latency applies to these.
+TALKS_TO_BOARD = frozenset(
+    {"execute", "wait", "finalise_operation", "read_all", "read_slice", "read_one", "Instrument"}
+)
 
 
 class ArC2Error(Exception):
@@ -119,8 +130,18 @@ class _Op:
 class Arc2Board:
     """What the double's instruments share: the array, the pulse log, the call log."""
 
-    def __init__(self, array: CrossbarBackend, *, ids: Iterable[int] = (0,), log: Any = None):
+    def __init__(
+        self,
+        array: CrossbarBackend,
+        *,
+        ids: Iterable[int] = (0,),
+        log: Any = None,
+        latency_s: float = 0.0,
+        op_setup_s: float = 0.0,
+    ):
         self.array = array
+        self.latency_s = latency_s
+        self.op_setup_s = op_setup_s
         self.rows, self.cols = array.shape
         if self.rows > 32 or self.cols > 32:
             raise ValueError(f"an ArC TWO holds a 32 x 32 array, not {self.rows} x {self.cols}")
@@ -136,6 +157,8 @@ class Arc2Board:
 
     def record(self, name: str, args: dict[str, Any]) -> None:
         self.calls.append((name, args))
+        if self.latency_s and name in TALKS_TO_BOARD:
+            time.sleep(self.latency_s)
         if self.log is not None:
             shown = ", ".join(f"{k}={_show(v)}" for k, v in args.items())
             self.log.write("arc2", ">", f"{name}({shown})".encode("ascii"))
@@ -268,9 +291,12 @@ class EmulatedInstrument:
 
     def _run_queue(self) -> None:
         with self._board.lock:
+            busy = sum(self._board.op_setup_s + op.width_s for op in self._queue)
             for op in self._queue:
                 self._board.deliver(op)
             self._queue = []
+        if self._board.op_setup_s and busy:
+            time.sleep(busy)  # the board runs the queue: settling delay and pulse per operation
 
     def wait(self) -> None:
         self._board.record("wait", {})
