@@ -34,8 +34,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.arc1_backend import DeliveryUnknown
+from drivers.arc2 import BIT_CHANNELS, BOARD, CHANNELS, RANGE_V, WORD_CHANNELS
 from drivers.board_block import check_block
-from drivers.emu_arc2 import BIT_CHANNELS, CHANNELS, RANGE_V, WORD_CHANNELS
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits
@@ -43,7 +43,6 @@ from protocols.plan import PulseGroup, PulsePlan
 
 log = logging.getLogger(__name__)
 
-BOARD = (32, 32)
 MIN_WIDTH_S = 40e-9
 WIDTH_STEP_S = 10e-9
 MAX_WIDTH_S = 0.5  # exclusive: from 500 ms on, libarc2 takes the slow path (+30 us)

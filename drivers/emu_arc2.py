@@ -45,23 +45,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from drivers.arc2 import (
+    CHANNELS,
+    COL_OF,
+    MIN_NANOS,
+    NANOS_STEP,
+    RANGE_V,
+    ROW_OF,
+    SLOW_EXTRA_NANOS,
+    SLOW_NANOS,
+)
 from drivers.emu_array import StagedGroup, plan_of
 from protocols.backend import CrossbarBackend
 from sim_backend.readout import current_f32
-
-#: Bit-line (row) and word-line (column) channels, in row / column order.
-BIT_CHANNELS: tuple[int, ...] = (*range(0, 16), *range(32, 48))
-WORD_CHANNELS: tuple[int, ...] = (*range(16, 32), *range(48, 64))
-ROW_OF = {ch: i for i, ch in enumerate(BIT_CHANNELS)}
-COL_OF = {ch: i for i, ch in enumerate(WORD_CHANNELS)}
-CHANNELS = 64
-#: Channel swing per output range (libarc2 `set_channel_range`).
-RANGE_V = {"STD": 10.0, "EXT": 20.0}
-MIN_NANOS = 40
-NANOS_STEP = 10
-SLOW_NANOS = 500_000_000
-SLOW_EXTRA_NANOS = 30_000
-
 
 #: Calls that exchange data with the board (the others fill the command buffer); an emulated
 #: latency applies to these.

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -123,3 +130,36 @@ def test_a_dropped_link_resets_the_board_and_the_driver_resynchronises_for_reads
         for _ in range(20):
             np.testing.assert_allclose(be.read(), c.array.read(), rtol=1e-6)
         assert be.stats.resyncs > 1 and c.resets > 1
+
+
+@pytest.mark.parametrize("transport", [[], ["--tcp", "0"]])
+def test_mrnn_hil_emulate_arc1_as_a_process(transport: list[str], tmp_path: Path) -> None:
+    log = tmp_path / "pulses.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", "emulate", "arc1", *transport, "--rows", "2",
+         "--cols", "3", "--preset", "epiram", "--reset-time", "0", "--duration", "60",
+         "--log", str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+        assert ready, "the emulator printed nothing"
+        url = proc.stdout.readline().decode().strip()
+        assert url.startswith("socket://127.0.0.1:" if transport else "/dev/")
+        counts = np.zeros((2, 3), dtype=np.int64)
+        counts[1, 2] = 2
+        shape = PulseShape(amplitude_v=2.0, width_s=9e-8)
+        with open_backend("arc1", url, 2, 3, **FAST) as be:
+            g0 = be.read()
+            be.apply(PulsePlan.from_groups((2, 3), [PulseGroup(shape, counts)]))
+            assert be.read()[1, 2] > g0[1, 2]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert log.read_text().splitlines() == [
+        "seq,word,bit,amplitude_v,width_s",
+        "0,2,3,2.0,9e-08",
+        "1,2,3,2.0,9e-08",
+    ]

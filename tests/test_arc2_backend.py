@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from drivers import open_backend
+from drivers.arc2 import BIT_CHANNELS, WORD_CHANNELS
 from drivers.arc2_backend import Arc2Backend, nanos_of, output_range
-from drivers.emu_arc2 import BIT_CHANNELS, WORD_CHANNELS, Arc2Board, IdleMode, Pyarc2Double
+from drivers.emu_arc2 import Arc2Board, IdleMode, Pyarc2Double
 from drivers.emu_array import make_array
 from hil.cli import main
 from protocols.backend import BackendError

@@ -90,6 +90,9 @@ def add_parser(subparsers: Any) -> None:
         "--reset-time", type=_positive, default=0.5, metavar="S",
         help="the board ignores input this long after 00 (default 0.5)",
     )  # fmt: skip
+    arc1.add_argument(
+        "--log", metavar="FILE", help="on exit, write every pulse applied (CSV: W, B, V, width)"
+    )
     _common(arc1)
     arc1.set_defaults(rows=32, cols=32)
 
@@ -207,9 +210,17 @@ def _serve_arc1(args: argparse.Namespace, array: Any, faults: Any) -> int:
             flush=True,
         )
         _wait(args)
+    pulses = core.log.entries
+    if args.log:
+        try:
+            with open(args.log, "w", encoding="ascii") as fh:
+                fh.write("seq,word,bit,amplitude_v,width_s\n")
+                for p in pulses:
+                    fh.write(f"{p.seq},{p.word},{p.bit},{p.amplitude_v!r},{p.width_s!r}\n")
+        except OSError as exc:
+            raise InputError(f"--log {args.log}: cannot write ({exc.strerror})") from None
     print(
-        f"stopped: {len(core.log.entries)} pulses, {emu.commands} commands, "
-        f"{len(core.ignored)} ignored",
+        f"stopped: {len(pulses)} pulses, {emu.commands} commands, {len(core.ignored)} ignored",
         file=sys.stderr,
     )
     return 0
