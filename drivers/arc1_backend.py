@@ -68,7 +68,7 @@ class Arc1Backend(CrossbarBackend):
         *,
         limits: SafetyLimits | None = None,
         g_range_s: tuple[float, float],
-        read_v: float = 0.5,
+        read_v: float | None = None,
         read_mode: str = "tia4p",
         session: str = "local",
         half_select: str = "v2",
@@ -86,7 +86,7 @@ class Arc1Backend(CrossbarBackend):
         try:
             board = (A.BOARD_WORDS, A.BOARD_BITS)
             check_block(self.NAME, board, rows, cols, row_offset, col_offset)
-            super().__init__(rows, cols, limits=limits)
+            super().__init__(rows, cols, limits=limits, read_v=read_v)  # read_v: checked there
             if read_mode not in A.READ_MODES:
                 raise InputError(f"read_mode {read_mode!r}: choose {', '.join(A.READ_MODES)}")
             if session not in A.SESSION_MODES:
@@ -102,7 +102,7 @@ class Arc1Backend(CrossbarBackend):
                 read_mode=A.READ_MODES[read_mode],
                 session=A.SESSION_MODES[session],
                 sneak_path=A.SNEAK_PATH[half_select],
-                read_v=float(read_v),
+                read_v=self.read_v,
             )
             A.check_settings(self.settings)
         except A.ArgError as exc:
@@ -361,20 +361,21 @@ class Arc1Backend(CrossbarBackend):
             g_min_s=self.g_range[0],
             g_max_s=self.g_range[1],
             supports_row_parallel=False,
+            # A plan naming no scheme is delivered under `half_select` (the board always biases
+            # the unselected lines), its half-select voltage checked against the limits.
+            bias_schemes=("none", "v2", "v3"),
+            min_width_s=A.MIN_WIDTH_S,
+            max_width_s=A.MAX_WIDTH_S,
+            max_abs_v=A.MAX_ABS_V,
             details={
                 "firmware": "unknown" if self.firmware is None else "{}.{}".format(*self.firmware),
                 "board_lines": [A.BOARD_WORDS, A.BOARD_BITS],
                 "block_origin": [self.row_offset, self.col_offset],
                 "configured_lines": [s.words, s.bits],
-                "read_v": s.read_v,
                 "read_mode": mode,
                 "read_cycles": s.cycles,
                 "session": {v: k for k, v in A.SESSION_MODES.items()}[s.session],
-                "half_select_schemes": ["v2", "v3"],
                 "half_select_default": self.half_select,
-                "max_abs_v": A.MAX_ABS_V,
-                "min_width_s": A.MIN_WIDTH_S,
-                "max_width_s": A.MAX_WIDTH_S,
                 "commands": self.link.commands,
                 "round_trips": self.link.round_trips,
             },

@@ -89,7 +89,7 @@ class Arc2Backend(CrossbarBackend):
         *,
         limits: SafetyLimits | None = None,
         g_range_s: tuple[float, float],
-        read_v: float = 0.2,
+        read_v: float | None = None,
         row_offset: int = 0,
         col_offset: int = 0,
         idle: str = "soft_gnd",
@@ -99,19 +99,16 @@ class Arc2Backend(CrossbarBackend):
         on_close: Callable[[], None] | None = None,
     ) -> None:
         check_block(self.NAME, BOARD, rows, cols, row_offset, col_offset)
-        super().__init__(rows, cols, limits=limits)
+        super().__init__(rows, cols, limits=limits, read_v=read_v)  # read_v: checked there
         if idle not in IDLE_MODES:
             raise InputError(f"idle {idle!r}: choose {', '.join(IDLE_MODES)}")
         if parallel not in PARALLEL:
             raise InputError(f"parallel {parallel!r}: choose {', '.join(PARALLEL)}")
-        if not (np.isfinite(read_v) and abs(read_v) > 0.0):
-            raise InputError(f"read_v {read_v!r}: a non-zero finite voltage")
         if chunk_ops < 1:
             raise InputError(f"chunk_ops {chunk_ops}: at least 1")
         self.inst = instrument
         self.api = api
         self.g_range = g_range_s
-        self.read_v = float(read_v)
         self.rows_ch = np.array(BIT_CHANNELS[row_offset : row_offset + rows], dtype=np.uint64)
         self.cols_ch = np.array(WORD_CHANNELS[col_offset : col_offset + cols], dtype=np.uint64)
         self.row_offset, self.col_offset = int(row_offset), int(col_offset)
@@ -147,7 +144,7 @@ class Arc2Backend(CrossbarBackend):
         i = np.asarray(currents, dtype=np.float64)
         if not np.all(np.isfinite(i)):
             raise BackendError(f"{self.name}: {what} returned a non-finite current; refused")
-        return np.abs(i) / abs(self.read_v)
+        return np.abs(i) / self.read_v
 
     def _read(self, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> NDArray[np.float64]:
         r0, c0 = self.row_offset, self.col_offset
@@ -265,17 +262,18 @@ class Arc2Backend(CrossbarBackend):
             g_min_s=self.g_range[0],
             g_max_s=self.g_range[1],
             supports_row_parallel=True,
+            # a plan naming no scheme is delivered with the unselected lines at 0 V (V/2 on
+            # the half-selected devices), checked against the limits' max_half_select_v
+            bias_schemes=("none", "v2"),
+            min_width_s=MIN_WIDTH_S,
+            max_width_s=MAX_WIDTH_S - WIDTH_STEP_S,
+            max_abs_v=2 * RANGE_V[self.range_name],
             details={
                 "board_lines": list(BOARD),
                 "block_origin": [self.row_offset, self.col_offset],
                 "row_channels": [int(c) for c in self.rows_ch],
                 "col_channels": [int(c) for c in self.cols_ch],
-                "read_v": self.read_v,
                 "output_range": self.range_name,
-                "half_select_schemes": ["v2"],
-                "max_abs_v": 2 * RANGE_V[self.range_name],
-                "min_width_s": MIN_WIDTH_S,
-                "max_width_s": MAX_WIDTH_S,
                 "width_step_s": WIDTH_STEP_S,
                 "operations": self.ops,
             },

@@ -45,7 +45,6 @@ _COMMON: dict[str, Callable[[Any], Any]] = {
     "g_max_s": _number(float, positive=True),
     "row_offset": _number(int, minimum=0),
     "col_offset": _number(int, minimum=0),
-    "read_v": _number(float),
 }
 ARC1_OPTIONS: dict[str, Callable[[Any], Any]] = {
     **_COMMON,
@@ -122,10 +121,13 @@ def open_arc(
     preset: str,
     seed: int,
     options: dict[str, Any],
+    read_v: float | None = None,
 ) -> CrossbarBackend:
     """An ArC ONE on `address` (a serial port or pyserial URL), or an ArC TWO with board id
-    `address` (None: the only board found) and option `firmware`."""
+    `address` (None: the only board found) and option `firmware`. `read_v` is the read
+    voltage (the protocol's; the backend contract checks it against `limits`)."""
     opts = coerce(kind, options)
+    opts["read_v"] = read_v
     g_range = _g_range(opts, preset)
     r0, c0 = opts.get("row_offset", 0), opts.get("col_offset", 0)
     if kind == "arc1":
