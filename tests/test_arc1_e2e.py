@@ -210,7 +210,7 @@ def test_a_dry_run_writes_the_exact_stream_and_opens_nothing(tmp_path: Path, sim
     body = [line for line in lines if not line.startswith("#")]
     assert body[:13] == [
         "arc1 > 00", "arc1 > 0", "arc1 > 50", "arc1 > 32", "arc1 > 31", "arc1 > 2", "arc1 > 0",
-        "arc1 > 1", "arc1 > 0.500000", "arc1 < 1", "arc1 > 01", "arc1 > 2", "arc1 > 0.500000",
+        "arc1 > 1", "arc1 > 0.100000", "arc1 < 1", "arc1 > 01", "arc1 > 2", "arc1 > 0.100000",
     ]  # fmt: skip
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert body.count("arc1 > 04") == report["totals"]["pulses"]

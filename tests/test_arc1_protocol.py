@@ -29,7 +29,7 @@ def opening(
     bits: int,
     *,
     mode: int = 2,
-    read_v: str = "0.500000",
+    read_v: str = "0.100000",
     sneak: int = 1,
     version: bytes = A.encode_version(2, 0),
 ) -> list[tuple[bytes, bytes]]:
@@ -87,19 +87,32 @@ def test_open_and_close_are_exact() -> None:
         assert be.firmware == (2, 0)
         info = be.info()
         assert info.kind == "arc1" and info.details["firmware"] == "2.0"
-        assert info.details["half_select_schemes"] == ["v2", "v3"]
+        assert info.bias_schemes == ("none", "v2", "v3") and info.min_width_s == 90e-9
         be.close()
     script.verify()
 
 
-def test_negative_read_voltage_uses_the_negative_tia4p_mode() -> None:
+def test_a_negative_read_voltage_switches_the_mode_and_the_envelope_refuses_it() -> None:
+    # the board reads at a negative voltage in TIA4P mode 3, which both hosts switch to
+    assert A.init(A.Settings(words=1, bits=1, read_v=-1.5)).split(b"\n")[4] == b"3"
+    assert A.set_read(A.READ_MODES["tia4p"], -1.5) == b"01\n3\n-1.500000\n"
+    # the safety envelope reads only at a positive voltage below the limits: refused before
+    # any byte reaches the port
+    script = ArcScript([])
+    with ArcPty(script) as pty, pytest.raises(LimitViolation, match="a read needs"):
+        board(pty, 1, 1, read_v=-1.5)
+    script.verify()
+
+
+def test_the_read_voltage_reaches_the_board_exactly() -> None:
     script = ArcScript(
-        [*opening(1, 1, mode=3, read_v="-1.500000"), *lines("2", "1", "1"), (b"1", f32(2e5))]
+        [*opening(1, 1, read_v="1.250000"), *lines("2", "1", "1"), (b"1", f32(2e5)), *lines("00")]
     )
     with ArcPty(script) as pty:
-        be = board(pty, 1, 1, read_v=-1.5)
+        be = board(pty, 1, 1, read_v=1.25)
         assert be.read()[0, 0] == pytest.approx(1.0 / 2e5)
-        assert be.info().details["read_v"] == -1.5
+        assert be.info().read_v == 1.25
+        be.close()
     script.verify()
 
 
@@ -283,7 +296,7 @@ def test_an_init_not_confirmed_fails_the_open() -> None:
     script = ArcScript(steps[:9])
     with ArcPty(script) as pty, pytest.raises(BackendError, match="no init handshake") as err:
         board(pty, 1, 1)
-    assert "answered b'0' to `0 50 1 1 2 0 1 0.500000` (init), not the confirmation 1" in str(
+    assert "answered b'0' to `0 50 1 1 2 0 1 0.100000` (init), not the confirmation 1" in str(
         err.value
     )
     script.verify()

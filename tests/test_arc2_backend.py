@@ -224,7 +224,7 @@ def sim_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = tmp / "sim.yaml"
     cfg.write_text(
         "backend:\n  options:\n    readout__format: float32_current\n"
-        "    readout__format_read_v: 0.2\n" + QUICK
+        "    readout__format_read_v: 0.1\n" + QUICK
     )
     assert train(tmp / "run", "--config", str(cfg)) == 0
     return tmp / "run"

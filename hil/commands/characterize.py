@@ -91,6 +91,10 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError(f"--backend-option {item!r}: write KEY=VALUE")
+        if key in ("read_v", "limits", "preset", "seed", "port", "resource", "dry_run"):
+            raise InputError(
+                f"--backend-option {key}: set by the protocol file or its own option, not here"
+            )
         out[key] = _option_value(value)
     return out
 
