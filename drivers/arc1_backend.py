@@ -1,9 +1,9 @@
 """A crossbar on an ArC ONE board (protocol: drivers/arc1.py; guide: docs/instruments.md).
 
-The backend addresses a block of `rows x cols` devices of the board's 32 x 32 (word line
-W = row_offset + row + 1, bit line B = col_offset + col + 1), tells the board that many
-lines in the init handshake, and reads them with the read-all job (word-major float32
-resistances, G = 1/R) or device by device.
+The backend drives an array of `rows x cols` devices on the board's 32 x 32 lines (word line
+W = row + 1, bit line B = col + 1; `drivers.open_backend` wraps it in the block of devices a
+command uses), tells the board that many lines in the init handshake, and reads them with
+the read-all job (word-major float32 resistances, G = 1/R) or device by device.
 
 Pulses: per device, a select (``02 W B``) and then one ``04 V width`` per pulse. The board
 answers none of these, so after a plan the driver reads one device: the reply proves that
@@ -31,7 +31,6 @@ from numpy.typing import NDArray
 
 from drivers import arc1 as A
 from drivers.arc1_link import Arc1Link
-from drivers.board_block import check_block
 from drivers.errors import GarbledReply, LinkError, LinkLost
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
 from protocols.errors import InputError
@@ -73,8 +72,6 @@ class Arc1Backend(CrossbarBackend):
         session: str = "local",
         half_select: str = "v2",
         cycles: int = 50,
-        row_offset: int = 0,
-        col_offset: int = 0,
         timeout_s: float = 2.0,
         retries: int = 5,
         reset_wait_s: float = 2.0,
@@ -84,8 +81,6 @@ class Arc1Backend(CrossbarBackend):
         per_pulse_s: float = 1e-3,
     ) -> None:
         try:
-            board = (A.BOARD_WORDS, A.BOARD_BITS)
-            check_block(self.NAME, board, rows, cols, row_offset, col_offset)
             super().__init__(rows, cols, limits=limits, read_v=read_v)  # read_v: checked there
             if read_mode not in A.READ_MODES:
                 raise InputError(f"read_mode {read_mode!r}: choose {', '.join(A.READ_MODES)}")
@@ -97,8 +92,8 @@ class Arc1Backend(CrossbarBackend):
                 raise InputError(f"retries {retries}: at least 1")
             self.settings = A.Settings(
                 cycles=int(cycles),
-                words=row_offset + rows,
-                bits=col_offset + cols,
+                words=rows,
+                bits=cols,
                 read_mode=A.READ_MODES[read_mode],
                 session=A.SESSION_MODES[session],
                 sneak_path=A.SNEAK_PATH[half_select],
@@ -114,7 +109,6 @@ class Arc1Backend(CrossbarBackend):
         self.link = link
         self.g_range = g_range_s
         self.half_select = half_select
-        self.row_offset, self.col_offset = int(row_offset), int(col_offset)
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.reset_wait_s = float(reset_wait_s)
@@ -193,8 +187,8 @@ class Arc1Backend(CrossbarBackend):
 
     # -- reads -----------------------------------------------------------------------------
     def _address(self, row: int, col: int) -> tuple[int, int]:
-        """1-based (W, B) of a device of the block, checked against the configured array."""
-        word, bit = self.row_offset + int(row) + 1, self.col_offset + int(col) + 1
+        """1-based (W, B) of a device, checked against the configured array."""
+        word, bit = int(row) + 1, int(col) + 1
         A.check_address(word, bit, self.settings.words, self.settings.bits)
         return word, bit
 
@@ -232,7 +226,7 @@ class Arc1Backend(CrossbarBackend):
                 self.timeout_s + words * bits * self.per_read_s,
                 A.describe(cmd),
             )
-            r = A.decode_floats(data).reshape(words, bits)[self.row_offset :, self.col_offset :]
+            r = A.decode_floats(data).reshape(words, bits)
             g = self._conductances(r, cmd, "")
             self.stats.reads += words * bits
             return g
@@ -370,7 +364,6 @@ class Arc1Backend(CrossbarBackend):
             details={
                 "firmware": "unknown" if self.firmware is None else "{}.{}".format(*self.firmware),
                 "board_lines": [A.BOARD_WORDS, A.BOARD_BITS],
-                "block_origin": [self.row_offset, self.col_offset],
                 "configured_lines": [s.words, s.bits],
                 "read_mode": mode,
                 "read_cycles": s.cycles,

@@ -2,7 +2,8 @@
 
 Channel mapping of the board's 32 x 32 layout (pyarc2 docs/overview.rst): bit-line channels
 0-15 and 32-47 are the rows, word-line channels 16-31 and 48-63 the columns. The backend
-addresses a block of `rows x cols` of them (from `row_offset`, `col_offset`).
+drives the first `rows x cols` of them (`drivers.open_backend` wraps it in the block of
+devices a command uses).
 
 - Reads: `read_all(vread, BiasOrder.Cols)` (currents [row, col]) for most of the block,
   `read_slice(row channel, vread)` row by row otherwise; G = |I| / vread.
@@ -35,7 +36,6 @@ from numpy.typing import NDArray
 
 from drivers.arc1_backend import DeliveryUnknown
 from drivers.arc2 import BIT_CHANNELS, BOARD, CHANNELS, RANGE_V, WORD_CHANNELS
-from drivers.board_block import check_block
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits
@@ -90,15 +90,14 @@ class Arc2Backend(CrossbarBackend):
         limits: SafetyLimits | None = None,
         g_range_s: tuple[float, float],
         read_v: float | None = None,
-        row_offset: int = 0,
-        col_offset: int = 0,
         idle: str = "soft_gnd",
         parallel: str = "auto",
         chunk_ops: int = 64,
         name: str = "",
         on_close: Callable[[], None] | None = None,
     ) -> None:
-        check_block(self.NAME, BOARD, rows, cols, row_offset, col_offset)
+        if rows > BOARD[0] or cols > BOARD[1]:
+            raise InputError(f"ArC TWO: a {rows} x {cols} array; the board is 32 x 32")
         super().__init__(rows, cols, limits=limits, read_v=read_v)  # read_v: checked there
         if idle not in IDLE_MODES:
             raise InputError(f"idle {idle!r}: choose {', '.join(IDLE_MODES)}")
@@ -109,9 +108,8 @@ class Arc2Backend(CrossbarBackend):
         self.inst = instrument
         self.api = api
         self.g_range = g_range_s
-        self.rows_ch = np.array(BIT_CHANNELS[row_offset : row_offset + rows], dtype=np.uint64)
-        self.cols_ch = np.array(WORD_CHANNELS[col_offset : col_offset + cols], dtype=np.uint64)
-        self.row_offset, self.col_offset = int(row_offset), int(col_offset)
+        self.rows_ch = np.array(BIT_CHANNELS[:rows], dtype=np.uint64)
+        self.cols_ch = np.array(WORD_CHANNELS[:cols], dtype=np.uint64)
         self.idle = {
             "soft_gnd": api.IdleMode.SoftGnd,
             "hard_gnd": api.IdleMode.HardGnd,
@@ -147,18 +145,17 @@ class Arc2Backend(CrossbarBackend):
         return np.abs(i) / self.read_v
 
     def _read(self, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> NDArray[np.float64]:
-        r0, c0 = self.row_offset, self.col_offset
         if rows.size * 4 >= self._rows:
             raw = self._pyarc2_call("read_all", vread=self.read_v, order=self.api.BiasOrder.Cols)
             self.ops += 1
-            block = np.asarray(raw)[r0 : r0 + self._rows, c0 : c0 + self._cols]
+            block = np.asarray(raw)[: self._rows, : self._cols]
             g = self._conductances(block, "read_all")[np.ix_(rows, cols)]
         else:
             g = np.empty((rows.size, cols.size))
             for k, r in enumerate(rows):
                 raw = self._pyarc2_call("read_slice", chan=int(self.rows_ch[r]), vread=self.read_v)
                 self.ops += 1
-                line = np.asarray(raw)[c0 : c0 + self._cols]
+                line = np.asarray(raw)[: self._cols]
                 g[k] = self._conductances(line, "read_slice")[cols]
         self._pyarc2_call("finalise_operation", mode=self.idle)
         return g
@@ -270,7 +267,6 @@ class Arc2Backend(CrossbarBackend):
             max_abs_v=2 * RANGE_V[self.range_name],
             details={
                 "board_lines": list(BOARD),
-                "block_origin": [self.row_offset, self.col_offset],
                 "row_channels": [int(c) for c in self.rows_ch],
                 "col_channels": [int(c) for c in self.cols_ch],
                 "output_range": self.range_name,

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from drivers.board_block import array_on_board
 from protocols.backend import BackendError, CrossbarBackend
+from protocols.block import Block
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 
@@ -43,8 +45,6 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 _COMMON: dict[str, Callable[[Any], Any]] = {
     "g_min_s": _number(float, positive=True),
     "g_max_s": _number(float, positive=True),
-    "row_offset": _number(int, minimum=0),
-    "col_offset": _number(int, minimum=0),
 }
 ARC1_OPTIONS: dict[str, Callable[[Any], Any]] = {
     **_COMMON,
@@ -113,8 +113,8 @@ def _dry_log(path: str | Path, setup: str, shape: tuple[int, int], preset: str, 
 def open_arc(
     kind: str,
     address: str | None,
-    rows: int,
-    cols: int,
+    blk: Block,
+    shape: tuple[int, int] | None,
     *,
     limits: SafetyLimits | None,
     dry_run: str | Path | None,
@@ -124,21 +124,23 @@ def open_arc(
     read_v: float | None = None,
 ) -> CrossbarBackend:
     """An ArC ONE on `address` (a serial port or pyserial URL), or an ArC TWO with board id
-    `address` (None: the only board found) and option `firmware`. `read_v` is the read
-    voltage (the protocol's; the backend contract checks it against `limits`)."""
+    `address` (None: the only board found) and option `firmware`, driven as an array of
+    `shape` (default: the block's extent) that holds the block `blk`. `read_v` is the read
+    voltage (the protocol's; the backend contract checks it against `limits`). The caller
+    wraps the result in the block's view."""
     opts = coerce(kind, options)
     opts["read_v"] = read_v
     g_range = _g_range(opts, preset)
-    r0, c0 = opts.get("row_offset", 0), opts.get("col_offset", 0)
     if kind == "arc1":
-        return _open_arc1(address, rows, cols, limits, dry_run, preset, seed, g_range, opts)
-    return _open_arc2(address, rows, cols, limits, dry_run, preset, seed, g_range, opts, (r0, c0))
+        array = array_on_board("ArC ONE", (32, 32), blk, shape)
+        return _open_arc1(address, array, limits, dry_run, preset, seed, g_range, opts)
+    array = array_on_board("ArC TWO", (32, 32), blk, shape)
+    return _open_arc2(address, array, limits, dry_run, preset, seed, g_range, opts)
 
 
 def _open_arc1(
     address: str | None,
-    rows: int,
-    cols: int,
+    array: tuple[int, int],
     limits: SafetyLimits | None,
     dry: str | Path | None,
     preset: str,
@@ -148,20 +150,15 @@ def _open_arc1(
 ) -> CrossbarBackend:
     from drivers.arc1_backend import Arc1Backend
     from drivers.arc1_link import Arc1Link, DryRunArc1Link, SerialArc1Link
-    from drivers.board_block import check_block
 
-    check_block(
-        "ArC ONE", (32, 32), rows, cols, opts.get("row_offset", 0), opts.get("col_offset", 0)
-    )
     baudrate = opts.pop("baudrate", None)
     link: Arc1Link
     if dry is not None:
         from drivers.emu_arc1 import Arc1Core
         from drivers.emu_array import make_array
 
-        shape = (rows + opts.get("row_offset", 0), cols + opts.get("col_offset", 0))
-        core = Arc1Core(make_array(*shape, preset=preset, seed=seed))
-        log = _dry_log(dry, f"ArC ONE on {address or '(none)'}", shape, preset, seed)
+        core = Arc1Core(make_array(*array, preset=preset, seed=seed))
+        log = _dry_log(dry, f"ArC ONE on {address or '(none)'}", array, preset, seed)
         link = DryRunArc1Link(log, core.handle)
         opts.update(reset_wait_s=0.0, write_delay_s=0.0)
     else:
@@ -172,24 +169,19 @@ def _open_arc1(
             )
         kwargs = {} if baudrate is None else {"baudrate": baudrate}
         link = SerialArc1Link(address, **kwargs)
-    return Arc1Backend(link, rows, cols, limits=limits, g_range_s=g_range, **opts)
+    return Arc1Backend(link, *array, limits=limits, g_range_s=g_range, **opts)
 
 
 def _open_arc2(
     address: str | None,
-    rows: int,
-    cols: int,
+    array: tuple[int, int],
     limits: SafetyLimits | None,
     dry: str | Path | None,
     preset: str,
     seed: int,
     g_range: tuple[float, float],
     opts: dict[str, Any],
-    offset: tuple[int, int],
 ) -> CrossbarBackend:
-    from drivers.board_block import check_block
-
-    check_block("ArC TWO", (32, 32), rows, cols, *offset)
     firmware = opts.pop("firmware", None)
     if address is not None:
         try:
@@ -205,11 +197,11 @@ def _open_arc2(
         from drivers.emu_arc2 import Arc2Board, Pyarc2Double
         from drivers.emu_array import make_array
 
-        shape = (rows + offset[0], cols + offset[1])
-        log = _dry_log(dry, f"ArC TWO board {address or '(first found)'}", shape, preset, seed)
+        log = _dry_log(dry, f"ArC TWO board {address or '(first found)'}", array, preset, seed)
         log.acquire()
-        api = Pyarc2Double(Arc2Board(make_array(*shape, preset=preset, seed=seed), log=log))
+        api = Pyarc2Double(Arc2Board(make_array(*array, preset=preset, seed=seed), log=log))
         firmware = firmware or "(firmware)"
+        opts["on_close"] = log.release
     else:
         try:
             import pyarc2
@@ -221,17 +213,14 @@ def _open_arc2(
                 f"--backend arc2 needs the board's firmware file (backend option firmware, "
                 f"--firmware FILE); got {firmware!r}"
             )
-    if dry is not None:
-        opts["on_close"] = log.release
-    return _arc2_instrument(api, board_id, str(firmware), rows, cols, limits, g_range, opts)
+    return _arc2_instrument(api, board_id, str(firmware), array, limits, g_range, opts)
 
 
 def _arc2_instrument(
     api: Any,
     board_id: int | None,
     firmware: str,
-    rows: int,
-    cols: int,
+    array: tuple[int, int],
     limits: SafetyLimits | None,
     g_range: tuple[float, float],
     opts: dict[str, Any],
@@ -257,5 +246,5 @@ def _arc2_instrument(
     except api.ArC2Error as exc:
         raise BackendError(f"ArC TWO: cannot open board {board_id}: {exc}") from exc
     return Arc2Backend(
-        inst, api, rows, cols, limits=limits, g_range_s=g_range, name=f"ArC TWO {board_id}", **opts
+        inst, api, *array, limits=limits, g_range_s=g_range, name=f"ArC TWO {board_id}", **opts
     )

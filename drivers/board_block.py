@@ -1,18 +1,21 @@
-"""A block of devices on a fixed-size board, shared by the ArC ONE and ArC TWO backends.
+"""The ArC boards' fixed 32 x 32 lines, and what happens when a run needs more.
 
-A run or a characterisation asks for `rows x cols` devices; on a 32 x 32 board the backend
-addresses the block whose first device is (`row_offset`, `col_offset`), the top-left corner
-by default, as `characterize` lays out its devices. A block that does not fit is refused
-before anything is opened, with the board's size in the message.
+A run or a characterisation needs a block of devices (protocols.block: `--block`, the
+top-left corner by default) inside the array connected to the board (`--array`, by default
+just large enough for the block). Both must fit the board's 32 word/bit lines (ArC ONE) or
+its 32 x 32 channel layout (ArC TWO); otherwise the request is refused before anything is
+opened, as an `ArrayTooSmall` that carries the board's size so that the caller can say what
+would fit.
 """
 
 from __future__ import annotations
 
+from protocols.block import Block
 from protocols.errors import InputError
 
 
 class ArrayTooSmall(InputError):
-    """The requested block does not fit the board; `board` and `needed` say by how much."""
+    """The requested devices do not fit the board; `board` and `needed` say by how much."""
 
     def __init__(self, message: str, board: tuple[int, int], needed: tuple[int, int]) -> None:
         super().__init__(message)
@@ -20,20 +23,19 @@ class ArrayTooSmall(InputError):
         self.needed = needed
 
 
-def check_block(
-    name: str, board: tuple[int, int], rows: int, cols: int, row_offset: int, col_offset: int
-) -> None:
-    """Refuse a block that does not fit `board` (rows, cols) at the given offsets."""
-    if row_offset < 0 or col_offset < 0:
-        raise InputError(
-            f"{name}: block offsets must be >= 0, got row_offset={row_offset}, "
-            f"col_offset={col_offset}"
+def array_on_board(
+    name: str, board: tuple[int, int], blk: Block, shape: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The array the board is driven as (`shape`, else the block's extent), checked."""
+    array = shape if shape is not None else blk.extent
+    if array[0] > board[0] or array[1] > board[1]:
+        what = (
+            f"a {blk.rows} x {blk.cols} block of devices"
+            + (f" ({blk.describe()})" if blk.row0 or blk.col0 else "")
+            if shape is None
+            else f"--array {array[0]}x{array[1]}"
         )
-    if row_offset + rows > board[0] or col_offset + cols > board[1]:
-        where = f" from row {row_offset}, column {col_offset}" if row_offset or col_offset else ""
         raise ArrayTooSmall(
-            f"{name}: the run needs a {rows} x {cols} block of devices{where}; the board is "
-            f"{board[0]} x {board[1]}",
-            board,
-            (rows + row_offset, cols + col_offset),
+            f"{name}: the run needs {what}; the board is {board[0]} x {board[1]}", board, array
         )
+    return array

@@ -19,6 +19,7 @@ from drivers.emu_array import make_array
 from drivers.faults import FaultConfig
 from protocols.limits import SafetyLimits
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
+from sim_backend.readout import resistance_f32
 
 FAST = {"reset_wait_s": 0.0, "write_delay_s": 0.0, "timeout_s": 0.5, "version_timeout_s": 0.2}
 
@@ -163,3 +164,20 @@ def test_mrnn_hil_emulate_arc1_as_a_process(transport: list[str], tmp_path: Path
         "0,2,3,2.0,9e-08",
         "1,2,3,2.0,9e-08",
     ]
+
+
+def test_a_block_of_the_board_addresses_its_own_word_and_bit_lines() -> None:
+    c = core(3, 3)
+    counts = np.zeros((2, 2), dtype=np.int64)
+    counts[0, 0] = 1
+    shape = PulseShape(amplitude_v=2.0, width_s=1e-7)
+    with (
+        Arc1Emulator(c) as emu,
+        open_backend("arc1", emu.url, 2, 2, block="1:3,1:3", **FAST) as be,
+    ):
+        assert be.info().details["block"] == "1:3,1:3"
+        g = be.read()
+        r = resistance_f32(c.array.read()[1:, 1:])
+        np.testing.assert_array_equal(g, 1.0 / r.astype(np.float64))
+        be.apply(PulsePlan.from_groups((2, 2), [PulseGroup(shape, counts)]))
+    assert [(e.word, e.bit) for e in c.log.entries] == [(2, 2)]  # the block's first device

@@ -124,7 +124,8 @@ def test_classic_mode_reads_only_at_half_a_volt_refused_before_any_byte() -> Non
 
 
 def test_read_one_and_read_all_are_exact_and_word_major() -> None:
-    # a 2 x 3 block starting at row 1, column 2: the board is told 3 word and 5 bit lines
+    # a 2 x 3 block from row 1, column 2 (--block 1:3,2:5): the board is told 3 word and 5
+    # bit lines
     r = np.array([[1000.0 * (10 * w + b + 1) for b in range(5)] for w in range(3)])
     script = ArcScript(
         [
@@ -136,7 +137,10 @@ def test_read_one_and_read_all_are_exact_and_word_major() -> None:
         ]
     )
     with ArcPty(script) as pty:
-        be = board(pty, 2, 3, row_offset=1, col_offset=2)
+        be = open_backend(
+            "arc1", pty.path, 2, 3, block="1:3,2:5", reset_wait_s=0.0, write_delay_s=0.0,
+            timeout_s=0.3, version_timeout_s=0.2, retries=1,
+        )  # fmt: skip
         assert be.read(rows=[1], cols=[2])[0, 0] == pytest.approx(1.0 / r[2, 4])
         g = be.read()
         np.testing.assert_allclose(g, 1.0 / r[1:, 2:].astype(np.float32).astype(np.float64))
@@ -315,5 +319,7 @@ def test_a_block_beyond_the_board_is_refused_before_the_port_is_opened() -> None
         ArrayTooSmall, match="needs a 33 x 4 block of devices; the board is 32 x 32"
     ):
         open_backend("arc1", "/dev/does-not-exist", 33, 4, limits=SafetyLimits())
-    with pytest.raises(ArrayTooSmall, match="from row 30, column 0"):
-        open_backend("arc1", "/dev/does-not-exist", 3, 4, row_offset=30)
+    with pytest.raises(ArrayTooSmall, match=r"\(block 30:33,0:4 \(rows 30-32, columns 0-3\)\)"):
+        open_backend("arc1", "/dev/does-not-exist", 3, 4, block="30:33,0:4")
+    with pytest.raises(ArrayTooSmall, match="needs --array 32x40; the board is 32 x 32"):
+        open_backend("arc1", "/dev/does-not-exist", 3, 4, array="32x40")

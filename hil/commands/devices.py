@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from protocols.errors import InputError
+from protocols.loading import short
 
 
 def add_parser(subparsers: Any) -> None:
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.name is not None and args.name not in PRESETS:
         raise InputError(
-            f"unknown device preset {args.name!r}; known presets: {', '.join(PRESETS)}"
+            f"unknown device preset {short(args.name)}; known presets: {', '.join(PRESETS)}"
         )
     if args.name is None:
         rows = [_summary(name) for name in PRESETS]
