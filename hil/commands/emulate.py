@@ -163,7 +163,8 @@ def _serve_scpi(args: argparse.Namespace, array: Any, faults: Any) -> int:
         raise InputError(
             f"--port {args.port}: cannot listen on 127.0.0.1: {exc.strerror}"
         ) from None
-    with emu:
+    # a stop request while the addresses are printed ends the serving as one during the wait
+    with emu, contextlib.suppress(KeyboardInterrupt):
         label = "4200A" if args.source == "4200a" else "SMU"
         print(f"{label:<7} {emu.smu_resource}", flush=True)
         print(f"matrix  {emu.matrix_resource}", flush=True)
@@ -184,7 +185,8 @@ def _serve_serial(args: argparse.Namespace, array: Any, faults: Any) -> int:
     from drivers.emu_serial import SerialEmulator
 
     core = BoardCore(array)
-    with SerialEmulator(core, faults) as emu:
+    # a stop request while the addresses are printed ends the serving as one during the wait
+    with SerialEmulator(core, faults) as emu, contextlib.suppress(KeyboardInterrupt):
         print(emu.path, flush=True)
         print(
             f"pulse board {args.rows}x{args.cols} preset {args.preset} seed {args.seed}; "
@@ -215,7 +217,8 @@ def _serve_arc1(args: argparse.Namespace, array: Any, faults: Any) -> int:
         )
     except OSError as exc:
         raise InputError(f"--tcp {args.tcp}: cannot listen on 127.0.0.1: {exc.strerror}") from None
-    with emu:
+    # a stop request while the addresses are printed ends the serving as one during the wait
+    with emu, contextlib.suppress(KeyboardInterrupt):
         print(emu.url, flush=True)
         print(
             f"ArC ONE, {args.rows}x{args.cols} crossbar, preset {args.preset} seed {args.seed}; "
