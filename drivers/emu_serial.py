@@ -177,6 +177,19 @@ class SerialEmulator(Served):
                 with contextlib.suppress(OSError):
                     s.close()
 
+    def replug(self, core: BoardCore) -> None:
+        """Another board on the same port (RFC 2217 only): the host's connection drops, as
+        when a USB board is unplugged, and whoever connects next talks to `core`, as when
+        the operating system hands the same device path to another board."""
+        if self.link != "rfc2217":
+            raise ValueError("replug needs link='rfc2217' (a pty's path dies with it)")
+        with self._send_lock:
+            self.core = core
+            conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
     # -- the board's reactions -----------------------------------------------------------
     def reset_board(self, why: str) -> None:
         """A reset: the core loses its RAM and the board ignores input while it boots."""

@@ -13,8 +13,10 @@ applied and sends only the rest.
 
 The port is reopened only when it is lost, never after a mere timeout: reopening an
 Arduino-class board resets it, and a reset in the middle of a batch leaves some pulses
-fired and none recorded. After an EXEC whose reply did not come, the driver asks the
-board on the same link (STAT?, then LAST?). Every staging reply echoes what the board
+fired and none recorded. After a reopen nothing but `ID?` goes out until the board that
+answers is the one identified at start-up (a replugged port may lead to another device).
+After an EXEC whose reply did not come, the driver asks the board on the same link (STAT?,
+then LAST?). Every staging reply echoes what the board
 stored; an echo that differs from what was sent means the batch is staged again. The board
 is armed with a watchdog (it goes SAFE when the host falls silent) and left SAFE at close.
 """
@@ -109,6 +111,7 @@ class PulseBoardBackend(CrossbarBackend):
         self.per_pulse_s = float(per_pulse_s)
         self.stats = BusStats()
         self._tag = 0
+        self._reopened = False  # the port was reopened: who answers must be asked first
         try:
             self.identity = self._identify()
             self._wait_idle(self.timeout_s)  # a batch of a previous session may still run
@@ -170,9 +173,37 @@ class PulseBoardBackend(CrossbarBackend):
         self.stats.retries += 1
         log.debug("serial link: %s (attempt %d)", exc, attempt)
         if isinstance(exc, LinkLost):
-            self.stats.reconnects += 1
-            self.transport.reopen()
+            self._reopen()
         self.transport.discard_input()
+
+    def _reopen(self) -> None:
+        self.stats.reconnects += 1
+        self._reopened = True
+        self.transport.reopen()
+
+    def _confirm_board(self, timeout_s: float) -> None:
+        """After a reopen: the port may now lead to another device (a USB replug, a path
+        the operating system gave to another board); nothing but `ID?` goes out until the
+        board that answers is the one identified at start-up. Its watchdog is armed again
+        (a board that reset has lost it)."""
+        known: B.BoardIdentity | None = getattr(self, "identity", None)
+        if known is None:  # still identifying: that check follows anyway
+            self._reopened = False
+            return
+        try:
+            again = B.parse_identity(self._exchange(B.ID, timeout_s)[0])
+        except B.FrameError as exc:  # whatever answers, it is asked again
+            raise GarbledReply(f"{self.transport.name}: {exc}") from None
+        if again != known:
+            raise IdentityError(
+                f"{self.transport.name}: after the port was reopened, {again.model} "
+                f"{again.serial} ({again.rows}x{again.cols}) answers instead of {known.model} "
+                f"{known.serial}: nothing more is sent to it"
+            )
+        self._reopened = False
+        ms = round(self.watchdog_s * 1000)
+        if ms and self._exchange(B.watchdog(ms), timeout_s)[0] != B.ok_watchdog(ms):
+            raise InstrumentError(f"{self.transport.name}: the board did not arm its watchdog")
 
     def _call(
         self, body: str, timeout_s: float | None = None, nlines: int = 1, retries: int = 0
@@ -187,6 +218,8 @@ class PulseBoardBackend(CrossbarBackend):
         last_exc: LinkError | None = None
         for attempt in range(retries or self.retries):
             try:
+                if self._reopened:
+                    self._confirm_board(timeout)
                 return self._exchange(body, timeout, nlines)
             except _BoardError as err:
                 raise err.as_instrument_error(body) from None
@@ -423,8 +456,7 @@ class PulseBoardBackend(CrossbarBackend):
         except LinkError as exc:
             self.stats.retries += 1
             if isinstance(exc, LinkLost):
-                self.stats.reconnects += 1
-                self.transport.reopen()
+                self._reopen()
             self.transport.discard_input()
             return False
         got_batch, got_pulses = B.parse_ints(done, B.R_DONE, 2)
@@ -517,7 +549,7 @@ class PulseBoardBackend(CrossbarBackend):
                 )
             else:
                 log.warning("closing the pulse board (it may not be SAFE): %s", exc)
-        except InstrumentError as exc:
+        except (InstrumentError, IdentityError) as exc:
             log.warning("closing the pulse board (it may not be SAFE): %s", exc)
         finally:
             self.transport.close()

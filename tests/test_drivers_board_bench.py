@@ -22,6 +22,7 @@ from drivers import open_backend
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
 from drivers.emu_serial import BoardLine, SerialEmulator
+from drivers.errors import IdentityError
 from drivers.faults import crc16_blind
 from drivers.serial_backend import PulseBoardBackend
 from drivers.transport import SerialTransport
@@ -59,6 +60,28 @@ def test_the_port_opens_with_dtr_and_rts_held() -> None:
         assert emu.opens == 2
     assert core.resets == 0
     assert [e.pulses for e in core.log.entries] == [3, 3]
+
+
+def test_a_replugged_port_leading_to_another_board_gets_nothing_but_id() -> None:
+    """The board is unplugged mid-run and the port now leads to another board (a USB
+    replug; an operating system handing the path to another device). The host reopens the
+    lost port, asks `ID?` first, and stops: the other board is staged and pulsed nothing."""
+    first, other = (
+        board((2, 3)),
+        BoardCore(make_array(2, 3, preset="ideal", seed=2), serial="EMU0002"),
+    )
+    p = plan((2, 3), {(0, 1): 3})
+    with SerialEmulator(first, link="rfc2217") as emu:
+        be = PulseBoardBackend(SerialTransport(emu.path), 2, 3, timeout_s=0.5)
+        be.apply(p)
+        emu.replug(other)
+        with pytest.raises(IdentityError, match=r"EMU0002 .* instead of MRNN-PB.* EMU0001"):
+            be.apply(p)
+        be.close()
+        assert be.stats.reconnects >= 1
+    assert [e.pulses for e in first.log.entries] == [3]
+    assert other.log.entries == [] and other._staging is None  # nothing staged either
+    assert int(other.array.pulse_counts.sum()) == 0
 
 
 def test_an_exec_timeout_is_settled_on_the_same_link() -> None:
