@@ -202,7 +202,9 @@ class SerialTransport(LineTransport):
     Every setting is passed at open time: on a Linux pty, changing a setting of an open
     port with even parity fails, so nothing is changed afterwards. DTR and RTS are held
     inactive from the moment the port opens: an Arduino-class board resets when DTR is
-    asserted, and a reset in the middle of a batch loses what it was doing.
+    asserted, and a reset in the middle of a batch loses what it was doing. The port is
+    opened for exclusive use (an advisory lock on POSIX; Windows ports are exclusive): a
+    second process opening it is refused instead of reading this one's replies.
     """
 
     POLL_S = 0.05
@@ -235,6 +237,9 @@ class SerialTransport(LineTransport):
                     timeout=self.POLL_S,
                     write_timeout=write_timeout,
                     do_not_open=True,
+                    # one process per port: a second opener (another mrnn-hil, a path the
+                    # OS reused) would read replies meant for this one (flock on POSIX)
+                    exclusive=True,
                     **self._settings,
                 )
                 ser.dtr = False  # applied when the port opens, before any byte moves

@@ -22,7 +22,7 @@ from drivers import open_backend
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
 from drivers.emu_serial import BoardLine, SerialEmulator
-from drivers.errors import IdentityError
+from drivers.errors import IdentityError, LinkLost
 from drivers.faults import crc16_blind
 from drivers.serial_backend import PulseBoardBackend
 from drivers.transport import SerialTransport
@@ -82,6 +82,20 @@ def test_a_replugged_port_leading_to_another_board_gets_nothing_but_id() -> None
     assert [e.pulses for e in first.log.entries] == [3]
     assert other.log.entries == [] and other._staging is None  # nothing staged either
     assert int(other.array.pulse_counts.sum()) == 0
+
+
+def test_a_second_process_cannot_open_a_port_in_use() -> None:
+    """Two openers of one port would each read replies meant for the other (a second
+    mrnn-hil on the same board, a reconnecting one whose path the system gave to another
+    device): the port is held for exclusive use, and the first session is undisturbed."""
+    core = board((2, 3))
+    p = plan((2, 3), {(1, 2): 4})
+    with SerialEmulator(core) as emu, open_backend("serial", emu.path, 2, 3) as be:
+        with pytest.raises(LinkLost, match="exclusively lock"):
+            SerialTransport(emu.path, open_timeout_s=0.2)
+        be.apply(p)
+        assert be.stats.retries == 0
+    assert [e.pulses for e in core.log.entries] == [4]
 
 
 def test_an_exec_timeout_is_settled_on_the_same_link() -> None:
