@@ -24,6 +24,9 @@ COMMANDS: tuple[str, ...] = (
     "validate",
     "emulate",
     "devices",
+    "sweep",
+    "compare",
+    "export",
 )
 
 
