@@ -72,6 +72,7 @@ def run_cell(run_dir: str, config: dict[str, Any], lock: str) -> dict[str, Any]:
     from hil.insitu.run_config import validate_config
     from hil.insitu.training_run import resume_run, start_run
 
+    threads = os.environ.get("OMP_NUM_THREADS")  # as the worker process was started
     for var in THREAD_VARS:  # for children; the pools of this process were sized at start
         os.environ.setdefault(var, "1")
     logging.getLogger("hil.network.learning").setLevel(logging.ERROR)
@@ -93,4 +94,5 @@ def run_cell(run_dir: str, config: dict[str, Any], lock: str) -> dict[str, Any]:
         "how": how,
         "wall_s": time.perf_counter() - t0,
         "pid": os.getpid(),
+        "omp_num_threads": threads,
     }
