@@ -1,7 +1,10 @@
 """`mrnn-hil evaluate DIR`: re-evaluate a training run from its saved conductances.
 
 Uses `final.npz` (the backend's final read), or, for an unfinished run, the weight estimate of
-its latest checkpoint. Nothing is sent to any array. Writes DIR/evaluation.json.
+its latest checkpoint; with `--after SECONDS` the simulated array restored from the latest
+checkpoint, aged (retention drift) before it is read. Nothing is sent to any real array.
+Every evaluation is kept (DIR/evaluations/evaluation-NNN.json); DIR/evaluation.json is the
+latest.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--p", type=float, nargs="+", help="corruption probabilities")
     p.add_argument("--samples", type=int, help="corrupted samples per pattern and p")
     p.add_argument("--seed", type=int, help="seed of the corrupted test sets")
+    p.add_argument(
+        "--after",
+        type=float,
+        metavar="SECONDS",
+        help="age the simulated array this long (retention drift) before reading and scoring",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from hil.insitu.run_config import validate_config
 
     cfg = validate_config(data, "options")
-    if rundir.final_path.is_file():
+    if args.after is not None:
+        from hil.insitu.reevaluate import aged_weights
+
+        W, source = aged_weights(rundir, cfg, load_pattern_set(cfg).size, args.after)
+    elif rundir.final_path.is_file():
         W = np.asarray(rundir.load_npz(rundir.final_path, ("weights",))["weights"], dtype=float)
         source = "final.npz (final read of the array)"
     else:
@@ -80,11 +93,15 @@ def run(args: argparse.Namespace) -> int:
         )
     accuracy = evaluate_weights(W, patterns, cfg)
     result = {"source": source, "samples": cfg.evaluation.samples, "accuracy": accuracy}
-    rundir.write_json("evaluation.json", result)
+    if args.after is not None:
+        result["after_s"] = args.after
+    from hil.insitu.reevaluate import save_evaluation
+
+    kept = save_evaluation(rundir, result)
     ps = list(accuracy["in_situ"].keys())
     print(f"weights: {source}", file=sys.stdout)
     print(f"{'rule':<18}" + "".join(f"{'p=' + p:>10}" for p in ps))
     for rule, row in accuracy.items():
         print(f"{rule:<18}" + "".join(f"{row[p]:>10.3f}" for p in ps))
-    print(f"written: {rundir.path / 'evaluation.json'}")
+    print(f"written: {kept} (latest also in {rundir.path / 'evaluation.json'})")
     return 0
