@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 class CellRecord:
     """What the engine knows of one cell."""
 
-    status: str = "pending"  # pending | running | done | failed
+    status: str = "pending"  # pending | submitted | done | failed
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
     result: dict[str, Any] | None = None
@@ -264,7 +264,7 @@ def _drive(
     def submit(cell: Cell) -> Any:
         rec = records[cell.name]
         rec.attempts += 1
-        rec.status = "running"
+        rec.status = "submitted"
         key = f"mrnn-hil-cell-{cell.name}-{token}-{rec.attempts}"
         fut = client.submit(
             run_cell,
