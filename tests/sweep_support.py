@@ -22,7 +22,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 DASK = str(Path(sys.executable).with_name("dask"))
 
 
-def sweep_file(tmp: Path, *, epochs: int = 3, seeds: tuple[int, ...] = (0, 1), **extra: Any) -> Path:
+def sweep_file(
+    tmp: Path, *, epochs: int = 3, seeds: tuple[int, ...] = (0, 1), **extra: Any
+) -> Path:
     """Four small cells (25 units, 1250 devices): two schemes x two seeds."""
     (tmp / "glyphs.txt").write_text(PATTERNS)
     data: dict[str, Any] = {

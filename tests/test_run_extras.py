@@ -65,7 +65,7 @@ def drifting(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ageing_restores_the_end_of_training_and_lets_the_devices_drift(drifting: Path) -> None:
     rundir = RunDir(drifting)
     cfg = load_run_config(rundir)
-    w0, note0 = aged_weights(rundir, cfg, 25, 0.0)
+    w0, _ = aged_weights(rundir, cfg, 25, 0.0)
     # no time passed: exactly the final read (same state, same read-noise draw)
     np.testing.assert_array_equal(w0, final_arrays(drifting)["weights"])
     w_aged, note = aged_weights(rundir, cfg, 25, 1e6)
@@ -91,7 +91,9 @@ def test_evaluate_after_keeps_every_evaluation(drifting: Path) -> None:
 
 def test_ageing_a_run_without_drift_says_so(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, training={"epochs": 1})
-    assert cli("train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--quiet").returncode == 0
+    assert (
+        cli("train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--quiet").returncode == 0
+    )
     done = cli("evaluate", str(tmp_path / "r"), "--samples", "2", "--after", "10")
     assert done.returncode == 0, done.stderr
     assert "no retention drift" in done.stdout

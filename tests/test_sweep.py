@@ -7,6 +7,7 @@ also when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -142,10 +143,8 @@ def plans_so_far(out: Path) -> int:
     """Plans journaled by the cells of a sweep in progress."""
     total = 0
     for journal in (out / "cells").glob("*/journal.sqlite") if (out / "cells").exists() else []:
-        try:
+        with contextlib.suppress(sqlite3.Error):  # being created
             total += len(journal_plans(journal.parent))
-        except sqlite3.Error:  # being created
-            pass
     return total
 
 
@@ -184,7 +183,10 @@ def test_the_embedded_cluster_runs_by_default_on_single_threaded_worker_processe
         for f in ("config.json", "journal.sqlite", "final.npz", "report.md"):
             assert (run / f).is_file(), f"{name}: {f}"
     summary = read_csv(embedded.out / "summary.csv")
-    assert [(s["scheme.kind"], s["n"]) for s in summary] == [("proportional", "2"), ("manhattan", "2")]
+    assert [(s["scheme.kind"], s["n"]) for s in summary] == [
+        ("proportional", "2"),
+        ("manhattan", "2"),
+    ]
     mean = float(summary[0]["pulses_mean"])
     assert mean == pytest.approx(np.mean([int(r["pulses"]) for r in rows[:2]]))
     assert float(summary[0]["pulses_sd"]) == pytest.approx(
@@ -260,8 +262,9 @@ def test_a_failed_cell_is_recorded_retried_and_the_others_complete(tmp_path: Pat
     assert code == 0, err
     assert "1 finished before" in stdout
     cells = status(out)
-    assert cells["001"]["result"]["how"] == "started" and cells["000"]["result"]["pid"] != (
-        cells["001"]["result"]["pid"]
+    assert (
+        cells["001"]["result"]["how"] == "started"
+        and cells["000"]["result"]["pid"] != (cells["001"]["result"]["pid"])
     )
     assert [r["status"] for r in read_csv(out / "sweep.csv")] == ["complete", "complete"]
 

@@ -27,8 +27,8 @@ def pulse_traces(preset: str, devices: int = 8, seed: int = 0) -> dict[str, np.n
 
     cfg = get_preset(preset)
     resp = mean_response(cfg)
-    n_set = int(round(resp.states_ltp * 1.25))
-    n_reset = int(round(resp.states_ltd * 1.25))
+    n_set = round(resp.states_ltp * 1.25)
+    n_reset = round(resp.states_ltd * 1.25)
     xbar = SimulatedCrossbar(1, devices, preset=preset, seed=seed, readout__read_sigma=0.0)
     ones = np.ones((1, devices), dtype=np.int64)
 
@@ -65,7 +65,9 @@ def plot_preset_response(preset: str, path: Path, devices: int = 8, seed: int = 
     x = np.arange(trace.shape[0])
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for d in range(trace.shape[1]):
-        ax.plot(x, trace[:, d] * scale, lw=0.7, alpha=0.7, label="sampled devices" if d == 0 else None)
+        ax.plot(
+            x, trace[:, d] * scale, lw=0.7, alpha=0.7, label="sampled devices" if d == 0 else None
+        )
     k_up = np.arange(n_set + 1, dtype=float)
     up = resp.after_pulses(np.full(k_up.size, resp.g_min_s), k_up)
     k_down = np.arange(tr["reset"].shape[0] + 1, dtype=float)

@@ -65,9 +65,7 @@ def add_parser(subparsers: Any) -> None:
         help="denoising mode: train on inputs corrupted with probability P",
     )
     p.add_argument("--seed", type=int, default=0, metavar="S")
-    p.add_argument(
-        "--out", type=Path, metavar="DIR", help="default: a fresh runs/reproduce-<time>"
-    )
+    p.add_argument("--out", type=Path, metavar="DIR", help="default: a fresh runs/reproduce-<time>")
 
 
 def _config(args: argparse.Namespace) -> ReproduceConfig:

@@ -74,9 +74,7 @@ def journal_tables(journal: Path) -> dict[str, tuple[list[str], list[tuple[Any, 
             if not keep:
                 continue
             order = cols[0]
-            rows = con.execute(
-                f"SELECT {', '.join(keep)} FROM {table} ORDER BY {order}"
-            ).fetchall()
+            rows = con.execute(f"SELECT {', '.join(keep)} FROM {table} ORDER BY {order}").fetchall()
             out[table] = (keep, rows)
         return out
     except sqlite3.Error as exc:

@@ -57,15 +57,12 @@ def aged_weights(
     W = mapping.weights(g)
     if cfg.mapping.tie_symmetric and cfg.rule.symmetric:
         W = 0.5 * (W + W.T)
-    note = (
-        f"simulated array at presentation {meta['position']}, aged {seconds:g} s "
-        + (
-            f"(drift nu = {drift.nu:g}, nu_sigma = {drift.nu_sigma:g}, relax_sigma = "
-            f"{drift.relax_sigma:g})"
-            if drift.enabled
-            else "(its devices have no retention drift: set backend.options such as "
-            "drift__nu to model it)"
-        )
+    note = f"simulated array at presentation {meta['position']}, aged {seconds:g} s " + (
+        f"(drift nu = {drift.nu:g}, nu_sigma = {drift.nu_sigma:g}, relax_sigma = "
+        f"{drift.relax_sigma:g})"
+        if drift.enabled
+        else "(its devices have no retention drift: set backend.options such as "
+        "drift__nu to model it)"
     )
     return np.asarray(W, dtype=np.float64), note
 

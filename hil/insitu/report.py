@@ -86,10 +86,12 @@ def plot_conductance_history(rundir: RunDir, most: int = 6) -> str | None:
     nrows = -(-len(shown) // ncols)
     width = 5.2 * ncols
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(width + 1.2, 0.6 + nrows * 5.2 * rows / cols + 0.3 * nrows),
+        nrows,
+        ncols,
+        figsize=(width + 1.2, 0.6 + nrows * 5.2 * rows / cols + 0.3 * nrows),
         squeeze=False,
     )
-    for ax in axes.ravel()[len(shown):]:
+    for ax in axes.ravel()[len(shown) :]:
         ax.axis("off")
     for ax, snap in zip(axes.ravel(), shown, strict=False):
         im = ax.imshow(snap.conductance_s * 1e6, vmin=lo, vmax=hi, cmap="viridis", aspect="equal")

@@ -65,9 +65,7 @@ def to_csv(columns: list[str], rows: list[dict[str, Any]], paths: tuple[str, ...
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for r in rows:
-        writer.writerow(
-            [render(r.get(c)) if c in paths else _num(r.get(c)) for c in columns]
-        )
+        writer.writerow([render(r.get(c)) if c in paths else _num(r.get(c)) for c in columns])
     return buf.getvalue()
 
 
@@ -180,9 +178,7 @@ def _baselines(sd: SweepDir, spec: SweepSpec, records: dict[str, CellRecord]) ->
     return [*lines, ""]
 
 
-def write_results(
-    sd: SweepDir, spec: SweepSpec, records: dict[str, CellRecord]
-) -> dict[str, Path]:
+def write_results(sd: SweepDir, spec: SweepSpec, records: dict[str, CellRecord]) -> dict[str, Path]:
     """Write sweep.csv, summary.csv, sweep.png and report.md into the sweep directory."""
     columns, rows = cell_rows(spec, records)
     write_atomic(sd.path / "sweep.csv", to_csv(columns, rows, spec.paths).encode())
@@ -202,8 +198,19 @@ def write_results(
         "",
         "## Summary (mean ± sd over seeds)",
         "",
-        "| " + " | ".join([*keys, "n", *(c.replace("accuracy_", "acc ") for c in acc_cols),
-                          "pulses", "energy (J)", "refused", "stuck"]) + " |",
+        "| "
+        + " | ".join(
+            [
+                *keys,
+                "n",
+                *(c.replace("accuracy_", "acc ") for c in acc_cols),
+                "pulses",
+                "energy (J)",
+                "refused",
+                "stuck",
+            ]
+        )
+        + " |",
         "|" + "---|" * (len(keys) + 1 + len(acc_cols) + 4),
     ]
     for g in groups:
@@ -232,8 +239,10 @@ def write_results(
     ]
     for cell, row in zip(spec.cells, rows, strict=True):
         vals = " | ".join(render(cell.values.get(p)) for p in spec.paths)
-        lines.append(f"| {cell.name} | {vals} | {row['status']} | [cells/{cell.name}]"
-                     f"(cells/{cell.name}/report.md) |")
+        lines.append(
+            f"| {cell.name} | {vals} | {row['status']} | [cells/{cell.name}]"
+            f"(cells/{cell.name}/report.md) |"
+        )
     lines += ["", "Per cell: `sweep.csv`; per group: `summary.csv`.", ""]
     write_atomic(sd.path / "report.md", "\n".join(lines).encode())
     return {

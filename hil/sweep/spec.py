@@ -265,7 +265,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     cells = []
     for index, values in enumerate(chosen):
         name = f"{index:0{width}d}"
-        where = f"{source}: cell {name} ({', '.join(f'{k}={render(v)}' for k, v in values.items())})"
+        where = (
+            f"{source}: cell {name} ({', '.join(f'{k}={render(v)}' for k, v in values.items())})"
+        )
         _overlap(list(values), where)
         config = copy.deepcopy(base)
         for key, value in values.items():
@@ -283,7 +285,9 @@ def check_cell(config: dict[str, Any], where: str) -> RunConfig:
 
     cfg = validate_config(config, where)
     if cfg.backend.kind != "sim":
-        raise InputError(f"{where}: backend.kind: a sweep runs on the simulator (got {cfg.backend.kind!r})")
+        raise InputError(
+            f"{where}: backend.kind: a sweep runs on the simulator (got {cfg.backend.kind!r})"
+        )
     try:
         resolve(cfg)
     except InputError as exc:
