@@ -8,6 +8,7 @@ also when the test fails.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -267,6 +268,39 @@ def test_a_failed_cell_is_recorded_retried_and_the_others_complete(tmp_path: Pat
         and cells["000"]["result"]["pid"] != (cells["001"]["result"]["pid"])
     )
     assert [r["status"] for r in read_csv(out / "sweep.csv")] == ["complete", "complete"]
+
+
+def test_a_cell_another_process_holds_is_waited_for_not_failed(tmp_path: Path) -> None:
+    path = sweep_file(tmp_path, epochs=2, seeds=(0,), retries=0)
+    out = tmp_path / "out"
+    (out / "locks").mkdir(parents=True)
+    held = os.open(out / "locks" / "000.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a task still running elsewhere would
+    os.write(held, b"4242\n")
+    proc = launch(*sweep_cmd(str(path), "--out", str(out), "--workers", "1"))
+    try:
+        deadline = time.monotonic() + 120
+        while not status_has(out, "001", "done") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None  # still waiting for cell 000
+        os.ftruncate(held, 0)
+        fcntl.flock(held, fcntl.LOCK_UN)
+        code, _, err = finish(proc)
+    finally:
+        os.close(held)
+        kill_group(proc)
+    assert code == 0, err
+    assert "already being run by process 4242; waiting for it" in err
+    cells = status(out)
+    assert cells["000"]["status"] == "done" and cells["000"]["attempts"] == 1
+    assert cells["000"]["errors"] == []
+
+
+def status_has(out: Path, cell: str, state: str) -> bool:
+    try:
+        return bool(status(out)[cell]["status"] == state)
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 # -- an existing cluster: `dask scheduler` + two `dask worker` processes ------------------------

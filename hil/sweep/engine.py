@@ -28,13 +28,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 from hil.insitu.compare import is_finished, report_metrics
 from hil.insitu.rundir import RunDir, write_atomic
-from hil.sweep.cell import THREAD_VARS, run_cell
+from hil.sweep.cell import THREAD_VARS, CellBusy, run_cell
 from hil.sweep.spec import Cell, SweepSpec
 from protocols.errors import InputError
 
 log = logging.getLogger(__name__)
+
+#: Seconds before a cell that another process holds is submitted again.
+BUSY_WAIT_S = 2.0
 
 
 @dataclass
@@ -170,7 +175,28 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             silence_logs=logging.ERROR,
         )
     with contextlib.closing(cluster), Client(cluster) as client:
+        client.register_plugin(OrphanGuard())
         yield client
+
+
+class OrphanGuard(WorkerPlugin):
+    """A worker plugin for the embedded cluster: a worker process whose parent (the sweep
+    command) died exits at once instead of finishing its cell unattended."""
+
+    name = "mrnn-hil-orphan-guard"
+
+    def setup(self, worker: Any) -> None:
+        import threading
+
+        parent = os.getppid()
+
+        def watch() -> None:
+            while True:
+                time.sleep(0.5)
+                if os.getppid() != parent:
+                    os._exit(3)
+
+        threading.Thread(target=watch, name=self.name, daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -279,6 +305,7 @@ def _drive(
         live[fut.key] = fut
         return fut
 
+    waiting: list[tuple[float, Cell]] = []  # cells another process holds: submit again later
     started = time.monotonic()
     done_now = 0
     total = len(spec.cells)
@@ -299,8 +326,13 @@ def _drive(
         on_progress(Progress(done, running, failed, total, eta))
 
     try:
-        while not ac.is_empty():
-            batch = ac.next_batch(block=False)
+        while not ac.is_empty() or waiting:
+            due = [c for t, c in waiting if t <= time.monotonic()]
+            waiting[:] = [(t, c) for t, c in waiting if t > time.monotonic()]
+            for cell in due:
+                records[cell.name].attempts -= 1  # waiting for the other process is no attempt
+                ac.add(submit(cell))
+            batch = [] if ac.is_empty() else ac.next_batch(block=False)
             if not batch:
                 now = time.monotonic()
                 if now - last_poll > 0.5:
@@ -315,6 +347,10 @@ def _drive(
                 rec = records[cell.name]
                 try:
                     result = fut.result()
+                except CellBusy as exc:
+                    if on_event is not None:
+                        on_event(f"cell {cell.name}: {exc}; waiting for it")
+                    waiting.append((time.monotonic() + BUSY_WAIT_S, cell))
                 except Exception as exc:
                     rec.errors.append(f"attempt {rec.attempts}: {_error_text(exc)}")
                     again = rec.attempts < tries
