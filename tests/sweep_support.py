@@ -136,10 +136,11 @@ def dask_cluster(tmp: Path, workers: int = 2) -> Iterator[tuple[str, list[subpro
                 launch(DASK, "worker", address, "--nthreads", "1", "--name", f"w{i}",
                        "--host", "127.0.0.1", "--no-dashboard")
             )  # fmt: skip
-        from distributed import Client
+        if workers:
+            from distributed import Client
 
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(workers, timeout=60)
+            with Client(address, timeout="30s") as client:
+                client.wait_for_workers(workers, timeout=60)
         yield address, procs
     finally:
         for proc in reversed(procs):

@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 import yaml
 from insitu_support import cli
 from sweep_support import (
+    ENV,
     children,
     dask_cluster,
     finals,
@@ -304,6 +306,26 @@ def status_has(out: Path, cell: str, state: str) -> bool:
 
 
 # -- an existing cluster: `dask scheduler` + two `dask worker` processes ------------------------
+def test_a_scheduler_without_workers_is_reported_while_the_cells_wait(tmp_path: Path) -> None:
+    path = sweep_file(tmp_path, epochs=2, seeds=(0,))
+    with dask_cluster(tmp_path, workers=0) as (address, _):
+        log = tmp_path / "stderr.txt"
+        with open(log, "w") as err:
+            proc = subprocess.Popen(
+                sweep_cmd(str(path), "--scheduler", address, "--out", str(tmp_path / "o")),
+                stdout=subprocess.DEVNULL, stderr=err, env=ENV, start_new_session=True,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while "no Dask worker" not in log.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+            assert f"no Dask worker is connected to {address} yet" in log.read_text()
+            assert not status_has(tmp_path / "o", "000", "done")
+        finally:
+            kill_group(proc)
+
+
 @dataclass(frozen=True)
 class Cluster:
     address: str

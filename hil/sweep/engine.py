@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds before a cell that another process holds is submitted again.
 BUSY_WAIT_S = 2.0
+#: Seconds without any worker before the sweep says so.
+NO_WORKER_WARN_S = 10.0
 
 
 @dataclass
@@ -313,6 +315,7 @@ def _drive(
     sd.save_records(records)
     last_poll = 0.0
     running = 0
+    warned = False
 
     def report_progress() -> None:
         nonlocal running
@@ -338,6 +341,11 @@ def _drive(
                 if now - last_poll > 0.5:
                     last_poll = now
                     running = _running(client, set(futures))
+                    if not warned and now - started > NO_WORKER_WARN_S and not client.nthreads():
+                        warned = True
+                        if on_event is not None:
+                            on_event(f"no Dask worker is connected to {client.scheduler.address}"
+                                     " yet; the cells wait for one")  # fmt: skip
                     report_progress()
                 time.sleep(0.05)
                 continue
