@@ -134,6 +134,34 @@ def test_grid_and_cells_expand_to_their_product_with_files_relative_to_the_sweep
     assert cell.config["training"]["epochs"] == 3  # the base is kept
 
 
+def test_the_repo_sweep_files_check_and_the_table_file_runs_the_table_configs() -> None:
+    import importlib.util
+
+    from hil.insitu.run_config import validate_config
+
+    root = Path(__file__).resolve().parent.parent
+    assert len(load_sweep(root / "sweeps" / "example.yaml").cells) == 12
+    spec = load_sweep(root / "sweeps" / "in-situ-table.yaml")
+    where = importlib.util.spec_from_file_location(
+        "insitu_table", root / "bench" / "insitu_table.py"
+    )
+    assert where is not None and where.loader is not None
+    table = importlib.util.module_from_spec(where)
+    where.loader.exec_module(table)
+    wanted = {
+        (preset, scheme): validate_config(
+            {**table.base_config(100, 0), "backend": {"preset": preset}, "scheme": cfg}
+        )
+        for preset in ("ideal", "epiram", "soft_bounds", "taox_hfox", "alox_hfo2")
+        for scheme, cfg in table.SCHEMES.items()
+    }
+    got = {
+        (c.values["backend.preset"], c.values["scheme.kind"]): validate_config(c.config)
+        for c in spec.cells
+    }
+    assert got == wanted  # the same 15 runs as docs/in-situ.md's table, config for config
+
+
 # -- the embedded cluster, and a sweep killed and resumed ----------------------------------------
 @dataclass(frozen=True)
 class Reference:

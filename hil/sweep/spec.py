@@ -158,8 +158,6 @@ def check_path(path: str, source: str) -> None:
             found += sub
             is_dict = is_dict or d
         models = found
-    if is_dict and path == "backend.options":
-        return
 
 
 def set_path(data: dict[str, Any], path: str, value: Any) -> None:
