@@ -118,7 +118,7 @@ def plot(path: Path, keys: list[str], groups: list[dict[str, Any]], acc_cols: li
         means = [g[f"{col}_mean"] if g[f"{col}_mean"] is not None else math.nan for g in groups]
         sds = [g[f"{col}_sd"] or 0.0 for g in groups]
         xs = [v + (i - (len(acc_cols) - 1) / 2) * width for v in x]
-        ax1.bar(xs, means, width, yerr=sds, capsize=3, label=col.replace("accuracy_", ""))
+        ax1.bar(xs, means, width, yerr=sds, capsize=3, label=col.replace("accuracy_p", "p = "))
     ax1.set_ylim(0, 1.05)
     ax1.set_ylabel("in-situ accuracy (MSE < 0.1)")
     ax1.set_title("accuracy per cell (mean ± sd over seeds)")
