@@ -330,8 +330,9 @@ def _drive(
 
     try:
         while not ac.is_empty() or waiting:
-            due = [c for t, c in waiting if t <= time.monotonic()]
-            waiting[:] = [(t, c) for t, c in waiting if t > time.monotonic()]
+            now = time.monotonic()
+            due = [c for t, c in waiting if t <= now]
+            waiting[:] = [(t, c) for t, c in waiting if t > now]
             for cell in due:
                 records[cell.name].attempts -= 1  # waiting for the other process is no attempt
                 ac.add(submit(cell))
