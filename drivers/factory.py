@@ -27,7 +27,6 @@ _VISA_OPTIONS = {
     "visa_library": str,
     "timeout_s": float,
     "retries": int,
-    "read_v": float,
     "min_width_s": float,
     "columns_per_slot": int,
     "slots": int,
@@ -93,6 +92,7 @@ def open_backend(
     seed: int = 0,
     resource: str | None = None,
     port: str | None = None,
+    read_v: float | None = None,
     **options: Any,
 ) -> CrossbarBackend:
     """A VISA (`kind='visa'`) or serial (`kind='serial'`) crossbar backend.
@@ -101,7 +101,8 @@ def open_backend(
     resource strings; pyvisa-py '@py' unless `visa_library` says otherwise). serial:
     `port` is a device path or a pyserial URL. `preset` and `seed` configure only the
     in-process array of a dry run (and the conductance window of the VISA station when
-    `g_min_s`/`g_max_s` are not given, as an SMU cannot know it).
+    `g_min_s`/`g_max_s` are not given, as an SMU cannot know it). `read_v` is the read
+    voltage (the protocol's; the backend contract checks it against `limits`).
     """
     if kind not in KINDS:
         raise InputError(f"backend kind {kind!r}: choose one of {', '.join(KINDS)}")
@@ -111,7 +112,7 @@ def open_backend(
     dry = dry_run
     opts = _coerce(kind, options)
     g_range = _g_range(opts)
-    req = _Request(address, rows, cols, limits, dry, preset, seed, g_range, opts)
+    req = _Request(address, rows, cols, limits, dry, preset, seed, g_range, opts, read_v)
     return _open_visa(req) if kind == "visa" else _open_serial(req)
 
 
@@ -128,6 +129,7 @@ class _Request:
     seed: int
     g_range: tuple[float, float] | None
     opts: dict[str, Any]
+    read_v: float | None = None
 
     def emulated_array(self) -> CrossbarBackend:
         """The in-process array a dry run's emulated firmware answers from."""
@@ -189,7 +191,14 @@ def _open_visa(req: _Request) -> CrossbarBackend:
             smu_t.close()
             raise
     return SmuMatrixBackend(
-        smu_t, matrix_t, req.rows, req.cols, g_range_s=g_range, limits=req.limits, **opts
+        smu_t,
+        matrix_t,
+        req.rows,
+        req.cols,
+        g_range_s=g_range,
+        limits=req.limits,
+        read_v=req.read_v,
+        **opts,
     )
 
 
@@ -215,5 +224,11 @@ def _open_serial(req: _Request) -> CrossbarBackend:
             )
         transport = SerialTransport(req.address, baudrate=baudrate)
     return PulseBoardBackend(
-        transport, req.rows, req.cols, limits=req.limits, g_range_s=req.g_range, **opts
+        transport,
+        req.rows,
+        req.cols,
+        limits=req.limits,
+        g_range_s=req.g_range,
+        read_v=req.read_v,
+        **opts,
     )

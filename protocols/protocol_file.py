@@ -52,7 +52,9 @@ __all__ = [
     "library_dir",
     "library_files",
     "load_protocol",
+    "load_protocol_text",
     "parse_protocol",
+    "parse_protocol_text",
 ]
 
 _SCHEME_KINDS: dict[str, type[BaseModel]] = {
@@ -242,6 +244,12 @@ def _parse_text(text: str, source: str, suffix: str) -> Any:
 
 def load_protocol(path: str | Path) -> ProtocolFile:
     """Read and validate a protocol file (.yaml/.yml or .json); InputError in one line if bad."""
+    return load_protocol_text(path)[0]
+
+
+def load_protocol_text(path: str | Path) -> tuple[ProtocolFile, str]:
+    """The protocol and the exact text it was parsed from (read once, so a run can digest
+    the very content whose limits it uses)."""
     p = Path(path)
     source = str(p)
     try:
@@ -257,4 +265,9 @@ def load_protocol(path: str | Path) -> ProtocolFile:
     suffix = p.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
         raise InputError(f"{source}: unknown extension {p.suffix!r}; use .yaml, .yml or .json")
+    return parse_protocol_text(text, source, suffix), text
+
+
+def parse_protocol_text(text: str, source: str, suffix: str = ".yaml") -> ProtocolFile:
+    """Validate the text of a protocol file (`suffix` says YAML or JSON)."""
     return parse_protocol(_parse_text(text, source, suffix), source)

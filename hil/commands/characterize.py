@@ -23,12 +23,30 @@ from hil.characterize.characterization import (
     to_json,
 )
 from protocols.backend import BackendError, CrossbarBackend
+from protocols.envelope import Envelope, check_compatible, resolve_envelope
 from protocols.errors import InputError
 from protocols.protocol_file import load_protocol
 from protocols.spec import ProtocolFile
 
 #: Backend kinds and how to open each: (args, protocol, rows, cols) -> backend.
 BackendOpener = Callable[[argparse.Namespace, ProtocolFile, int, int], CrossbarBackend]
+
+
+def envelope_of(args: argparse.Namespace, protocol: ProtocolFile) -> Envelope:
+    """The protocol's safety envelope (limits, read voltage), resolved as `train` does."""
+    from sim_backend import PRESETS, get_preset
+    from sim_backend.crossbar import switching_threshold
+
+    preset = args.preset or protocol.preset
+    switching = switching_threshold(get_preset(preset)) if preset in PRESETS else None
+    return resolve_envelope(
+        pulses=protocol.pulses,
+        base_limits=protocol.limits.safety_limits(),
+        scheme=protocol.scheme,
+        read_v=protocol.read.voltage_v,
+        switching_v=switching,
+        base_source=f"protocol {args.file}",
+    )
 
 
 def _open_sim(args: argparse.Namespace, protocol: ProtocolFile, rows: int, cols: int) -> Any:
@@ -40,8 +58,9 @@ def _open_sim(args: argparse.Namespace, protocol: ProtocolFile, rows: int, cols:
             "--backend sim needs --preset NAME (the protocol file names no 'preset'); "
             "`mrnn-hil devices` lists them"
         )
+    env = envelope_of(args, protocol)
     return SimulatedCrossbar(
-        rows, cols, preset=preset, seed=args.seed, limits=protocol.limits.safety_limits()
+        rows, cols, preset=preset, seed=args.seed, limits=env.limits, read_v=env.read_v
     )
 
 
@@ -53,12 +72,14 @@ def _open_instrument(
         from drivers import open_backend
     except ImportError:
         raise InputError(f"--backend {args.backend}: instrument drivers are unavailable") from None
+    env = envelope_of(args, protocol)
     try:
         return open_backend(
             args.backend,
             rows=rows,
             cols=cols,
-            limits=protocol.limits.safety_limits(),
+            limits=env.limits,
+            read_v=env.read_v,
             preset=args.preset or protocol.preset or "ideal",
             seed=args.seed,
             resource=args.resource,
@@ -179,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open_backend(args, protocol, rows, cols) as backend:
             info = backend.info()
+            # nominal pulses only, one device at a time: refuse before the first pulse
+            check_compatible(envelope_of(args, protocol), info, with_scheme=False)
             traces, result = characterize(
                 backend, protocol, devices=devices, cycles=cycles, progress=progress
             )

@@ -46,7 +46,7 @@ def aged_weights(
         w_max=cfg.mapping.w_max,
         layout=cfg.mapping.layout,
     )
-    backend: Any = open_backend(cfg, mapping.shape[0], mapping.shape[1], model.limits)
+    backend: Any = open_backend(cfg, mapping.shape[0], mapping.shape[1], model.envelope)
     try:
         backend.restore(meta["backend"])
         backend.elapse(float(seconds))

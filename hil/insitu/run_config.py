@@ -24,7 +24,7 @@ from pydantic import (
 
 from hil.network.learning import RuleConfig
 from protocols.errors import InputError
-from protocols.limits import SafetyLimits
+from protocols.limits import LimitsOverride
 from protocols.protocol_file import reject_duplicate_keys
 from protocols.response import NeuroSimResponse
 from protocols.spec import Scheme
@@ -94,6 +94,13 @@ class LoopConfig(_Strict):
     verify: bool = Field(default=False, description="read back after every plan")
     on_bad_update: Literal["continue", "stop"] = "continue"
     max_refused: int | None = Field(default=None, ge=1, description="stop after this many")
+    max_limit_refused_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="a run in which a larger share of its presentations had their update "
+        "refused by a safety limit ends as 'refused' (exit code 4), not 'complete'",
+    )
 
 
 class StuckConfig(_Strict):
@@ -148,8 +155,11 @@ class RunConfig(_Strict):
     loop: LoopConfig = LoopConfig()
     stuck: StuckConfig = StuckConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    limits: SafetyLimits | None = Field(
-        default=None, description="None: the protocol file's, else the preset's defaults"
+    limits: LimitsOverride | None = Field(
+        default=None,
+        description="laid field by field on the protocol file's limits (else the built-in "
+        "ones): a field may be tightened; raising one needs `allow_raise: [field]`, is "
+        "logged, and stays under the hard ceilings",
     )
     response: NeuroSimResponse | str | None = Field(
         default=None,

@@ -291,10 +291,13 @@ def check_cell(config: dict[str, Any], where: str) -> RunConfig:
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
     if cfg.backend.options:
+        from hil.insitu.backends import READ_OPTION
         from sim_backend import get_preset
 
         preset = get_preset(cfg.backend.preset)
         for key, value in cfg.backend.options.items():
+            if key == READ_OPTION:  # the read voltage: part of the envelope, checked by resolve
+                continue
             try:
                 preset.with_overrides(**{key: value})
             except (InputError, ValidationError, TypeError, ValueError, KeyError) as exc:
