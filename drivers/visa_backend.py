@@ -25,6 +25,7 @@ from protocols.backend import BackendInfo, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.plan import PulsePlan
+from protocols.shutdown import held
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,11 @@ class SmuMatrixBackend(CrossbarBackend):
         self.min_width_s = float(min_width_s)
         self._shape: tuple[float, float] | None = None
         self.recoveries = 0
+        output_on = False
         try:
             self.smu_idn = self._identify(smu, SMU_MODEL_RE, "B2900-series SMU")
             self.matrix_idn = self._identify(matrix, MATRIX_MODEL_RE, "707B switch matrix")
+            output_on = True  # from the setup message on, the output may be on
             self._retry(
                 smu,
                 lambda: self._expect_one(smu, S.smu_setup(self.limits.compliance_a, MIN_PERIOD_S)),
@@ -93,8 +96,12 @@ class SmuMatrixBackend(CrossbarBackend):
             self._check_smu_errors()
             self._release()
         except BaseException:
-            smu.close()
-            matrix.close()
+            if output_on:  # a failure or a signal after the setup: output off, relays open
+                with held():
+                    self._close()
+            else:
+                smu.close()
+                matrix.close()
             raise
 
     # -- wire ------------------------------------------------------------------------------

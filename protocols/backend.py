@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.limits import DEFAULT_READ_V, SafetyLimits, check_plan, check_read_voltage
 from protocols.plan import BiasScheme, PulsePlan
+from protocols.shutdown import held
 
 
 class BackendError(RuntimeError):
@@ -210,9 +211,11 @@ class CrossbarBackend(ABC):
         return self._info().model_copy(update={"read_v": self._read_v})
 
     def close(self) -> None:
+        """Release the backend (instrument to its safe state); no signal cuts this short."""
         if not self._closed:
             self._closed = True
-            self._close()
+            with held():
+                self._close()
 
     def __enter__(self) -> CrossbarBackend:
         self._check_open()

@@ -189,7 +189,8 @@ def test_an_instrument_refuses_a_disturbing_read_voltage_before_the_first_byte(
         open_backend(kind, None, 2, 3, dry_run=stream, limits=limits, read_v=0.6, **options)
     sent = [line for line in stream.read_text().splitlines() if " > " in line]
     assert sent == []
-    with open_backend(kind, None, 2, 3, dry_run=stream, limits=limits, read_v=0.3, **options) as b:
+    again = tmp_path / "stream2.txt"  # a dry run never overwrites a file
+    with open_backend(kind, None, 2, 3, dry_run=again, limits=limits, read_v=0.3, **options) as b:
         assert b.read_v == 0.3 and b.info().read_v == 0.3
 
 

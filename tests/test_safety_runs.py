@@ -283,7 +283,7 @@ def test_visa_station_reads_at_the_protocols_read_voltage(tmp_path: Path) -> Non
 
         emu.smu._measure = spy  # type: ignore[method-assign]
         code = train(
-            tmp_path, "--protocol", str(protocol), "--backend", "visa",
+            tmp_path, "--protocol", str(protocol), "--backend", "visa", "--array", "8x16",
             "--resource", emu.smu_resource, "--matrix-resource", emu.matrix_resource,
             "--out", str(tmp_path / "run"), config={"programming": {"method": "none"}},
         )  # fmt: skip
@@ -330,7 +330,7 @@ def test_a_scheme_the_station_cannot_bias_is_refused_before_any_pulse(
         code = train(
             tmp_path, "--protocol", str(LIBRARY / "epiram.yaml"), "--backend", "visa",
             "--resource", emu.smu_resource, "--matrix-resource", emu.matrix_resource,
-            "--out", str(tmp_path / "run"),
+            "--out", str(tmp_path / "run"), "--array", "8x16",
             config={"backend": {"options": {"min_width_s": 1e-9}}},
         )  # fmt: skip
     err = capsys.readouterr().err

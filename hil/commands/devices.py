@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from protocols.errors import InputError
+from protocols.loading import short
 
 
 def add_parser(subparsers: Any) -> None:
@@ -121,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
     for name in (args.name, args.plot):
         if name is not None and name not in PRESETS:
-            raise InputError(f"unknown device preset {name!r}; known presets: {', '.join(PRESETS)}")
+            raise InputError(
+                f"unknown device preset {short(name)}; known presets: {', '.join(PRESETS)}"
+            )
     if args.plot is not None:
         from pathlib import Path
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hil.commands.shapes import add_shape_options
 from hil.insitu.run_config import SCHEME_NAMES, RunConfig, merge, read_config_file, validate_config
 from hil.insitu.trainer import ControllerState
 from protocols.errors import InputError
@@ -54,6 +55,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--resource", help="VISA resource string (--backend visa)")
     p.add_argument("--port", help="serial port or URL (--backend serial)")
     p.add_argument("--matrix-resource", help="switch-matrix VISA resource (--backend visa)")
+    add_shape_options(p)
     p.add_argument(
         "--dry-run",
         metavar="FILE",
@@ -86,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over.setdefault("backend", {})["resource"] = args.resource
     if args.port:
         over.setdefault("backend", {})["port"] = args.port
-    for option in ("matrix_resource", "dry_run"):
+    for option in ("matrix_resource", "dry_run", "array", "block"):
         if getattr(args, option, None):
             over.setdefault("backend", {}).setdefault("options", {})[option] = getattr(args, option)
     if args.scheme:
@@ -194,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
                     "port",
                     "matrix_resource",
                     "dry_run",
+                    "array",
+                    "block",
                     "out",
                 )
                 if getattr(args, name, None) not in (None, False)

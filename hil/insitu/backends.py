@@ -4,9 +4,9 @@
 curve) and the run's safety envelope (`protocols.envelope.resolve_envelope`: the protocol's
 limits with the run config's override laid on them, nominal pulses, scheme, read voltage),
 from the protocol file when one is given, else from the simulator preset. `open_backend`
-builds the simulated crossbar, or hands visa/serial configs to `drivers.open_backend`, with
-the envelope's limits and read voltage; `check_backend` compares the opened backend's
-declared capabilities with what the run will ask of it.
+hands every kind (sim, visa, serial) to `drivers.open_backend`, with the envelope's limits
+and read voltage and the devices' block inside the array; `check_backend` compares the
+opened backend's declared capabilities with what the run will ask of it.
 """
 
 from __future__ import annotations
@@ -56,13 +56,10 @@ class DeviceModel:
 
 
 def _preset(name: str) -> Any:
-    from sim_backend import PRESETS, get_preset
+    from drivers.factory import check_preset
+    from sim_backend import get_preset
 
-    if name not in PRESETS:
-        raise InputError(
-            f"backend.preset: unknown simulator preset {name!r}; choose one of "
-            f"{', '.join(sorted(PRESETS))}"
-        )
+    check_preset(name, "backend.preset")
     return get_preset(name)
 
 
@@ -169,39 +166,20 @@ def preflight(pulses: PulsePair, limits: SafetyLimits, response: DeviceResponse)
 
 
 def open_backend(cfg: RunConfig, rows: int, cols: int, envelope: Envelope) -> CrossbarBackend:
-    """The crossbar the run trains on (seeded from the run seed on the simulator), with the
-    envelope's limits and read voltage."""
+    """The `rows x cols` devices the run trains on, with the envelope's limits and read
+    voltage: `drivers.open_backend` builds every kind (the simulator seeded from the run
+    seed), inside the array's real shape (backend options `array`, `block`)."""
+    from drivers import open_backend as open_array
+
     kind = cfg.backend.kind
     options: dict[str, Any] = dict(cfg.backend.options)
     options.pop(READ_OPTION, None)  # resolved into the envelope
-    if kind == "sim":
-        from sim_backend import SimulatedCrossbar
-
-        _preset(cfg.backend.preset)
-        try:
-            return SimulatedCrossbar(
-                rows,
-                cols,
-                preset=cfg.backend.preset,
-                seed=cfg.seed,
-                limits=envelope.limits,
-                read_v=envelope.read_v,
-                **options,
-            )
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(f"backend.options: {exc}") from None
-    try:
-        from drivers import open_backend as open_instrument
-    except ImportError as exc:
-        raise InputError(f"backend.kind={kind!r}: instrument drivers are not available") from exc
     if cfg.backend.resource is not None:
         options["resource"] = cfg.backend.resource
     if cfg.backend.port is not None:
         options["port"] = cfg.backend.port
     try:
-        backend: CrossbarBackend = open_instrument(
+        backend: CrossbarBackend = open_array(
             kind,
             rows=rows,
             cols=cols,
@@ -209,6 +187,7 @@ def open_backend(cfg: RunConfig, rows: int, cols: int, envelope: Envelope) -> Cr
             read_v=envelope.read_v,
             preset=cfg.backend.preset,
             seed=cfg.seed,
+            require_array=True,
             **options,
         )
     except BackendError as exc:  # no link, wrong port, wrong identity: nothing was sent

@@ -23,6 +23,14 @@ from protocols.errors import InputError
 def extend_run(path: str | Path, epochs: int) -> str | None:
     """Raise the run's epoch count to `epochs`; a note of what changed, or None if nothing."""
     rundir = RunDir.open(path)
+    rundir.lock()  # config.json and the journal change: not while another process uses them
+    try:
+        return _extend(rundir, epochs)
+    finally:
+        rundir.release()
+
+
+def _extend(rundir: RunDir, epochs: int) -> str | None:
     data = rundir.read_json("config.json")
     cfg = validate_config(data, str(rundir.config_path))
     had = cfg.training.epochs

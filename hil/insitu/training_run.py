@@ -12,6 +12,7 @@ were refused by a safety limit).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from hil.insitu.pulse_planner import UpdatePlanner, programming_scheme
 from hil.insitu.run_config import RunConfig, validate_config
 from hil.insitu.rundir import RunDir
 from hil.insitu.trainer import ControllerState, InSituTrainer
+from hil.insitu.workload import check_workload
 from hil.network.evaluation import nearest_pattern, pineda_recall, score
 from hil.network.hopfield import hebbian, recall, storkey
 from hil.network.patterns import PatternSet, builtin_patterns, load_patterns, test_set
@@ -68,6 +70,7 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
     """Validate every input and pin scheme, limits and read voltage into the config (no I/O
     to arrays): the resolved config alone says what the run may send."""
     patterns = load_pattern_set(cfg)
+    check_workload(cfg, patterns)
     model = device_model(cfg)
     env = model.envelope
     backend = cfg.backend.model_copy(
@@ -212,6 +215,7 @@ def start_run(
     # leaves no run directory behind.
     backend = _open(resolved, model, patterns)
     journal: Journal | None = None
+    rundir: RunDir | None = None
     try:
         rundir = RunDir.create(out)
         # The resolved config next: from here on the directory is a run that --resume continues.
@@ -228,11 +232,23 @@ def start_run(
             trainer.start()
             trainer.run()
             report = finish_run(trainer, patterns, time.perf_counter() - t0)
+    except BaseException:
+        _mark_interrupted(journal)
+        raise
     finally:
         backend.close()
         if journal is not None:
             journal.close()
+        if rundir is not None:
+            rundir.release()
     return RunOutcome(rundir, report)
+
+
+def _mark_interrupted(journal: Journal | None) -> None:
+    """A run that ends on an exception or a signal is never left saying "running"."""
+    if journal is not None:
+        with contextlib.suppress(Exception):
+            journal.set_meta("status", "interrupted")
 
 
 @contextmanager
@@ -255,28 +271,45 @@ def resume_run(
     path: str | Path, progress: Progress | None = None, notify: Notify | None = None
 ) -> RunOutcome:
     rundir = RunDir.open(path)
-    rundir.check_writable()
-    cfg = load_run_config(rundir)
-    cfg, model, patterns = resolve(cfg)
-    journal = Journal(rundir.journal_path, sync=journal_sync(cfg))
+    rundir.lock()  # one process per run: a second one is told who holds it
+    try:
+        rundir.check_writable()
+        cfg = load_run_config(rundir)
+        cfg, model, patterns = resolve(cfg)
+        journal = Journal(rundir.journal_path, sync=journal_sync(cfg))
+    except BaseException:
+        rundir.release()
+        raise
     try:
         check_origin(rundir, journal, cfg, model)
         announce_raised(model.envelope, notify)
         backend = _open(cfg, model, patterns)
     except BaseException:
         journal.close()
+        rundir.release()
         raise
-    trainer = _build(cfg, model, patterns, rundir, journal, progress, backend)
+    try:
+        trainer = _build(cfg, model, patterns, rundir, journal, progress, backend)
+    except BaseException:
+        backend.close()
+        journal.close()
+        rundir.release()
+        raise
     t0 = time.perf_counter()
     try:
+        journal.set_meta("status", "running")
         _journal_limits(journal, model, trainer.state.position)
         with _resumable(rundir):
             note = trainer.resume()
             trainer.run()
             report = finish_run(trainer, patterns, time.perf_counter() - t0)
+    except BaseException:
+        _mark_interrupted(journal)
+        raise
     finally:
         trainer.backend.close()
         journal.close()
+        rundir.release()
     return RunOutcome(rundir, report, resumed=note)
 
 
