@@ -18,7 +18,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hil.insitu.backends import device_model, open_backend
-from hil.insitu.mapping import DifferentialMapping
 from hil.insitu.run_config import RunConfig
 from hil.insitu.rundir import RunDir, RunDirError, write_atomic
 from protocols.errors import InputError
@@ -38,14 +37,13 @@ def aged_weights(
     if found is None or found[1].get("backend") is None:
         raise InputError(f"{rundir.path}: no checkpoint with the simulator's state to age")
     _, meta = found
+    from hil.insitu.training_run import _mapping, load_pattern_set
+
     model = device_model(cfg)
-    mapping = DifferentialMapping.from_range(
-        n,
-        model.response.g_min_s,
-        model.response.g_max_s,
-        w_max=cfg.mapping.w_max,
-        layout=cfg.mapping.layout,
-    )
+    patterns = load_pattern_set(cfg)
+    if patterns.size != n:
+        raise InputError(f"{rundir.path}: the run's patterns have {patterns.size} units, not {n}")
+    mapping = _mapping(cfg, model, patterns)
     backend: Any = open_backend(cfg, mapping.shape[0], mapping.shape[1], model.envelope)
     try:
         backend.restore(meta["backend"])

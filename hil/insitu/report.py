@@ -207,7 +207,7 @@ def write_report(
             rundir,
             final["g_plus_s"],
             final["g_minus_s"],
-            (stuck_plus > 0, stuck_minus > 0),
+            (stuck_plus > 0.5, stuck_minus > 0.5),  # an unstored diagonal splits to G_mid
             (trainer.mapping.g_min_s, trainer.mapping.g_max_s),
         ),
         plot_pulse_counts(rundir, final["pulse_counts"]),

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hil.insitu.run_config import RunConfig, read_config_file, validate_config
+from hil.network.patterns import BUILTIN_PREFIX
 from protocols.errors import InputError
 from protocols.protocol_file import reject_duplicate_keys
 
@@ -209,7 +210,12 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 def _absolute_files(config: dict[str, Any], root: Path) -> None:
     for path in FILE_FIELDS:
         value = get_path(config, path)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
+        if (
+            isinstance(value, str)
+            and value
+            and not value.startswith(BUILTIN_PREFIX)
+            and not Path(value).is_absolute()
+        ):
             set_path(config, path, str((root / value).resolve()))
 
 
