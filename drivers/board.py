@@ -41,6 +41,8 @@ RANGE = "RANGE?"
 ABORT = "ABORT"
 SAFE = "SAFE"
 WDOG = "WDOG"
+READ_V = "RDV"
+READ_V_Q = "RDV?"
 
 # Replies (board -> host)
 R_ID = "ID"
@@ -52,6 +54,7 @@ R_ROW = "RROW"
 R_END = "END"
 R_ERR = "ERR"
 R_RANGE = "RANGE"
+R_READ_V = "RDV"
 
 # Error codes
 E_CRC = 1
@@ -80,6 +83,9 @@ BOARD_MAX_WIDTH_S = 1.0
 BOARD_MAX_COUNT = 65535
 BOARD_MAX_GROUPS = 64
 BOARD_MAX_WATCHDOG_MS = 3_600_000
+#: Read voltage range of the board (V) and the voltage it reads at after power-up or reset.
+BOARD_MAX_READ_V = 1.0
+BOARD_POWER_UP_READ_V = 0.2
 BIAS_SCHEMES = ("none", "v2", "v3")
 
 
@@ -166,6 +172,10 @@ def watchdog(ms: int) -> str:
     return f"{WDOG} {int(ms)}"
 
 
+def read_voltage(volts: float) -> str:
+    return f"{READ_V} {num(volts)}"
+
+
 # -- what the board echoes (driver and emulator both build them here) ------------------------
 def ok_begin(batch: int, ngroups: int, bias: str) -> str:
     return f"{R_OK} {BEGIN} {batch} {ngroups} {bias}"
@@ -193,6 +203,10 @@ def ok_safe() -> str:
 
 def ok_watchdog(ms: int) -> str:
     return f"{R_OK} {WDOG} {int(ms)}"
+
+
+def ok_read_voltage(volts: float) -> str:
+    return f"{R_OK} {READ_V} {num(volts)}"
 
 
 # -- reply builders (emulator) ----------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +104,9 @@ class BoardCore:
         self.safe = True
         self.watchdog_ms = 0
         self.watchdog_trips = 0
+        self.read_v = B.BOARD_POWER_UP_READ_V
+        #: how many read requests (RROW?, RARR?) ran at each read voltage
+        self.reads_at: Counter[float] = Counter()
         self.last_heard = time.monotonic()
         self._staging: _Staging | None = None
         self._running: _Execution | None = None
@@ -124,6 +128,7 @@ class BoardCore:
                 self._stop(now, "reset", record=False)
             self._staging = None
             self.watchdog_ms = 0
+            self.read_v = B.BOARD_POWER_UP_READ_V
             self.safe = True
             self.resets += 1
 
@@ -200,8 +205,16 @@ class BoardCore:
                 raise _Refuse(B.E_RANGE, f"watchdog {ms} ms")
             self.watchdog_ms = ms
             return [B.ok_watchdog(ms)]
+        if cmd == B.READ_V_Q and not args:
+            return [f"{B.R_READ_V} {B.num(self.read_v)}"]
         if self._running is not None:
             raise _Refuse(B.E_BUSY, f"batch {self._running.batch}")
+        if cmd == B.READ_V and len(args) == 1:
+            volts = _float(args[0], "read voltage")
+            if not 0.0 < volts <= B.BOARD_MAX_READ_V:
+                raise _Refuse(B.E_RANGE, f"read voltage {args[0][:20]}")
+            self.read_v = volts
+            return [B.ok_read_voltage(volts)]
         if cmd == B.RANGE and not args:
             info = self.array.info()
             return [f"{B.R_RANGE} {B.num(info.g_min_s)} {B.num(info.g_max_s)}"]
@@ -217,9 +230,11 @@ class BoardCore:
             return self._exec(args, tag, now)
         if cmd == B.READ_ROW and len(args) == 1:
             r = _index(args[0], self.rows, "row")
+            self.reads_at[self.read_v] += 1
             values = self.array.read(rows=[r])[0]
             return [B.row_values(r, [float(v) for v in values])]
         if cmd == B.READ_ARRAY and not args:
+            self.reads_at[self.read_v] += 1
             g = self.array.read()
             lines = [B.row_values(r, [float(v) for v in g[r]]) for r in range(self.rows)]
             return [*lines, f"{B.R_END} {self.rows}"]

@@ -97,6 +97,12 @@ class PulseBoardBackend(CrossbarBackend):
             raise InputError(
                 f"backend option batch_groups={batch_groups}: allowed 1..{B.BOARD_MAX_GROUPS}"
             )
+        if self.read_v > B.BOARD_MAX_READ_V:
+            transport.close()
+            raise InputError(
+                f"read voltage {self.read_v:g} V: the pulse board reads at most at "
+                f"{B.BOARD_MAX_READ_V:g} V"
+            )
         if not 0.0 <= watchdog_s * 1000 <= B.BOARD_MAX_WATCHDOG_MS:
             transport.close()
             raise InputError(
@@ -123,6 +129,8 @@ class PulseBoardBackend(CrossbarBackend):
             ms = round(self.watchdog_s * 1000)
             if self._call(B.watchdog(ms)) != B.ok_watchdog(ms):
                 raise InstrumentError(f"{transport.name}: the board did not arm its watchdog")
+            if self._call(B.read_voltage(self.read_v)) != B.ok_read_voltage(self.read_v):
+                raise InstrumentError(f"{transport.name}: the board did not take its read voltage")
         except BaseException:
             transport.close()
             raise
@@ -184,8 +192,8 @@ class PulseBoardBackend(CrossbarBackend):
     def _confirm_board(self, timeout_s: float) -> None:
         """After a reopen: the port may now lead to another device (a USB replug, a path
         the operating system gave to another board); nothing but `ID?` goes out until the
-        board that answers is the one identified at start-up. Its watchdog is armed again
-        (a board that reset has lost it)."""
+        board that answers is the one identified at start-up. Its watchdog and read
+        voltage are set again (a board that reset has lost both)."""
         known: B.BoardIdentity | None = getattr(self, "identity", None)
         if known is None:  # still identifying: that check follows anyway
             self._reopened = False
@@ -204,6 +212,11 @@ class PulseBoardBackend(CrossbarBackend):
         ms = round(self.watchdog_s * 1000)
         if ms and self._exchange(B.watchdog(ms), timeout_s)[0] != B.ok_watchdog(ms):
             raise InstrumentError(f"{self.transport.name}: the board did not arm its watchdog")
+        volts = self.read_v
+        if self._exchange(B.read_voltage(volts), timeout_s)[0] != B.ok_read_voltage(volts):
+            raise InstrumentError(
+                f"{self.transport.name}: the board did not take its read voltage again"
+            )
 
     def _call(
         self, body: str, timeout_s: float | None = None, nlines: int = 1, retries: int = 0

@@ -502,6 +502,7 @@ BOARD_OPEN = [
     ("RANGE?", ["RANGE 1e-06 0.0001"]),
     ("LAST?", ["LAST 4 10"]),
     ("WDOG 5000", ["OK WDOG 5000"]),
+    ("RDV 0.1", ["OK RDV 0.1"]),  # the read voltage (the protocol default when none is given)
 ]
 BOARD_CLOSE = [("ABORT", ["OK ABORT 0 0"]), ("SAFE", ["OK SAFE"])]
 
@@ -592,7 +593,7 @@ def test_board_stale_reply_is_skipped_and_refusal_raises(boards: list[Board]) ->
         ]
     )
     # the first reply carries the right tag but wrong content; make it a stale tag instead
-    b.script.steps[5].replies[0] = frame(0x0005, "OK BEGIN 4 2 none")
+    b.script.steps[len(BOARD_OPEN)].replies[0] = frame(len(BOARD_OPEN), "OK BEGIN 4 2 none")
     boards.append(b)
     be = b.backend()
     with pytest.raises(InstrumentError, match="error 3"):
