@@ -52,6 +52,7 @@ __all__ = [
     "library_dir",
     "library_files",
     "load_protocol",
+    "parse_mapping_text",
     "parse_protocol",
 ]
 
@@ -238,6 +239,12 @@ def _parse_text(text: str, source: str, suffix: str) -> Any:
         problem = getattr(exc, "problem", None) or str(exc)
         text = f"{source}: {where}YAML syntax error: {problem}"
         raise InputError(" ".join(text.split())) from None
+
+
+def parse_mapping_text(text: str, source: str, suffix: str) -> Any:
+    """Parse a YAML (suffix .yaml/.yml) or JSON (.json) text as the protocol loader does:
+    safe YAML, a key written twice refused, one-line InputError naming `source`."""
+    return _parse_text(text, source, suffix.lower())
 
 
 def load_protocol(path: str | Path) -> ProtocolFile:

@@ -49,7 +49,8 @@ def _nl_of_a_positive(a: Array) -> Array:
 
 
 # |NL| is monotone decreasing in a > 0; tabulate log|NL| against log a densely once and invert
-# by interpolation (log-log is nearly linear at both ends; the inverse is within 2e-7 of the closed form).
+# by interpolation (log-log is nearly linear at both ends; the inverse is within 2e-7 of the
+# closed form).
 _LOG_A = np.linspace(np.log(0.005), np.log(_A_LINEAR), 20001)
 _LOG_NL = np.log(_nl_of_a_positive(np.exp(_LOG_A)))
 _NL_MAX = float(np.exp(_LOG_NL[0]))

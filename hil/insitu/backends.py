@@ -33,14 +33,19 @@ class DeviceModel:
 
 
 def _preset(name: str) -> Any:
+    """A built-in preset by name, or a preset file (`mrnn-hil devices fit`) by path."""
     from sim_backend import PRESETS, get_preset
+    from sim_backend.presets import is_preset_file
 
-    if name not in PRESETS:
+    if name not in PRESETS and not is_preset_file(name):
         raise InputError(
             f"backend.preset: unknown simulator preset {name!r}; choose one of "
-            f"{', '.join(sorted(PRESETS))}"
+            f"{', '.join(sorted(PRESETS))}, or give a preset file (.yaml/.yml/.json)"
         )
-    return get_preset(name)
+    try:
+        return get_preset(name)
+    except InputError as exc:
+        raise InputError(f"backend.preset: {exc}") from None
 
 
 def device_model(cfg: RunConfig) -> DeviceModel:
@@ -77,7 +82,14 @@ def device_model(cfg: RunConfig) -> DeviceModel:
                 width_s=float(preset.reset_pulse.width_s),
             ),
         )
-        limits = cfg.limits or SafetyLimits()
+        if cfg.limits is not None:
+            limits = cfg.limits
+        elif cfg.backend.kind == "sim":  # the simulated device's own pulses must pass
+            from sim_backend import default_limits
+
+            limits = default_limits(preset)
+        else:  # an instrument without a protocol: the conservative defaults
+            limits = SafetyLimits()
         scheme = cfg.scheme or ProportionalScheme(kind="proportional")
         source = f"preset {cfg.backend.preset}"
     preflight(pulses, limits, response)
