@@ -192,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
         plot_traces(traces, result, out / "traces.png").name,
         plot_histograms(result, out / "histograms.png").name,
     ]
+    from hil.characterize.raw_traces import write_traces
+
+    raw = [p.name for p in write_traces(out, traces, protocol.pulses)]
     extra = {
         "backend": {
             "kind": info.kind,
@@ -207,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
             "read_averages": protocol.read.averages,
         },
         "figures": figures,
+        "traces": raw,
     }
     _write_atomic(out / "characterization.json", to_json(result, protocol, extra))
     print(
@@ -223,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     verdict = "PASS" if result.passed else "FAIL"
     print(
         f"{verdict}: {sum(v.passed for v in result.verdicts)}/{len(result.verdicts)} metrics "
-        f"within range; wrote {out / 'characterization.json'} and {', '.join(figures)}"
+        f"within range; wrote {out / 'characterization.json'}, {', '.join(figures)} and "
+        f"the raw traces {', '.join(raw)}"
     )
     return 0 if result.passed else 1
