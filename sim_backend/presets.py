@@ -74,7 +74,8 @@ PRESETS: dict[str, DeviceConfig] = {
             "nl": "chosen (0: linear)",
             "set_pulse": f"+2 V, 10 ns: {_NEUROSIM}, IdealDevice",
             "reset_pulse": f"-2 V, 10 ns: {_NEUROSIM}, IdealDevice (writeVoltageLTD 2 V)",
-            "thresholds": _CHOSEN_THRESHOLD,
+            "thresholds": "chosen: 1.2 V (0.6 x 2 V), the idealised baseline's threshold as "
+            "it always was, so its behaviour under ISPP and half-select stays the same",
             "c2c": "chosen (none)",
             "d2d": "chosen (none)",
         },
@@ -83,7 +84,7 @@ PRESETS: dict[str, DeviceConfig] = {
             g_min_s=1e-6, g_max_s=100e-6, states_ltp=1000, states_ltd=1000, nl_ltp=0.0, nl_ltd=0.0
         ),
         **_pulses(2.0, -2.0, 10e-9),
-        law=_law(2.0, -2.0),
+        law=PulseLaw(kind="threshold", v_threshold_set_v=1.2, v_threshold_reset_v=1.2, gamma=1.0),
     ),
     "ag_asi": DeviceConfig(
         name="ag_asi",
