@@ -110,3 +110,27 @@ def test_the_cli_shows_a_preset_file_and_refuses_a_bad_one(
     assert done.stderr.strip().splitlines() == [
         f"mrnn-hil devices: error: {bad}: unknown key 'c2c.sigmaa'"
     ]
+
+
+def test_run_configs_protocols_and_emulators_take_a_preset_file(tmp_path: Path) -> None:
+    from drivers.emu_array import make_array
+    from hil.commands.validate import highest_conductance
+    from hil.insitu.backends import device_model
+    from hil.insitu.run_config import validate_config
+    from protocols.protocol_file import load_protocol
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(dump_preset(PRESETS["alox_hfo2"]))
+    model = device_model(validate_config({"backend": {"preset": str(path)}}))
+    assert model.response == mean_response(PRESETS["alox_hfo2"])
+    assert model.pulses.set.amplitude_v == 0.9 and "preset " + str(path) in model.source
+    with pytest.raises(InputError, match=r"backend.preset: .*missing.yaml: no such preset file"):
+        device_model(validate_config({"backend": {"preset": str(tmp_path / "missing.yaml")}}))
+    assert make_array(2, 2, preset=str(path)).info().g_max_s == PRESETS["alox_hfo2"].g_max_s
+    # validate checks the nominal pulses at the preset file's G_max when it is the highest.
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(dump_preset(PRESETS["alox_hfo2"].with_overrides(model={"g_max_s": 8e-5})))
+    protocol = tmp_path / "proto.yaml"
+    text = (Path(__file__).parents[1] / "protocols/library/alox_hfo2.yaml").read_text()
+    protocol.write_text(text.replace("preset: alox_hfo2", f"preset: {wide}"))
+    assert highest_conductance(load_protocol(protocol)) == (8e-5, f"preset {str(wide)!r} G_max")
