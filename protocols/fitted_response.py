@@ -8,10 +8,10 @@ both lives here, below insitu and characterize, so neither has to import the oth
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from protocols.errors import InputError
+from protocols.loading import MAX_DATA_BYTES, parse_document, read_text
 from protocols.response import NeuroSimResponse
 
 #: The `format` field of a characterization.json.
@@ -51,22 +51,9 @@ def load_fitted_response(path: str | Path) -> NeuroSimResponse:
     p = Path(path)
     if p.is_dir():
         p = p / "characterization.json"
-    suffix = p.suffix.lower()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read: {exc}") from None
-    if suffix in (".yaml", ".yml"):
-        from protocols.protocol_file import parse_mapping_text
-
-        doc = parse_mapping_text(text, str(p), suffix)
-    else:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{p}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    yaml_file = p.suffix.lower() in (".yaml", ".yml")
+    text = read_text(p, str(p), MAX_DATA_BYTES)
+    doc = parse_document(text, str(p), p.suffix.lower() if yaml_file else ".json")
     if isinstance(doc, dict) and doc.get("format") == PRESET_FORMAT:
         return _response_of_preset(doc, str(p))
     if not isinstance(doc, dict) or doc.get("format") != CHARACTERIZATION_FORMAT:

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from protocols.errors import InputError
 from protocols.fitted_response import PRESET_FORMAT
-from protocols.protocol_file import parse_mapping_text
+from protocols.loading import load_document
 from sim_backend.config import DeviceConfig
 
 #: The version of the preset-file format this program reads and writes.
@@ -89,22 +89,15 @@ def parse_preset(data: Any, source: str) -> DeviceConfig:
 
 
 def load_preset_file(path: str | Path) -> DeviceConfig:
-    """Read and validate a preset file (.yaml/.yml/.json); InputError in one line if bad."""
+    """Read and validate a preset file (.yaml/.yml/.json); InputError in one line if bad.
+
+    Read through the capped loader every user file goes through (size, nesting, aliases,
+    duplicate keys)."""
     p = Path(path)
     source = str(p)
     if p.suffix.lower() not in _SUFFIXES:
         raise InputError(f"{source}: unknown extension {p.suffix!r}; use .yaml, .yml or .json")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such preset file") from None
-    except IsADirectoryError:
-        raise InputError(f"{source}: is a directory, not a preset file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{source}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror}") from None
-    return parse_preset(parse_mapping_text(text, source, p.suffix), source)
+    return parse_preset(load_document(p, source, _SUFFIXES), source)
 
 
 def preset_document(cfg: DeviceConfig) -> dict[str, Any]:

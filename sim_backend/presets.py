@@ -335,6 +335,8 @@ def get_preset(name: str) -> DeviceConfig:
         return PRESETS[name]
     except KeyError:
         known = ", ".join(PRESETS)
+        shown = " ".join(repr(name).split())
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise InputError(
-            f"unknown device preset {name!r}; known presets: {known} (or a preset file path)"
+            f"unknown device preset {shown}; known presets: {known} (or a preset file path)"
         ) from None

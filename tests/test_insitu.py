@@ -381,6 +381,7 @@ def test_evaluate_an_unfinished_run_from_its_latest_checkpoint(tmp_path: Path) -
         trainer.start()  # W0 programmed, checkpoint at presentation 0, then "killed"
         w_est = trainer.tie(trainer.mapping.weights(trainer.state.g_est))
         trainer.backend.close()
+    rundir.release()  # the "killed" process's lock goes with it
     done = cli("evaluate", str(rundir.path), "--p", "0.1", "--samples", "5")
     assert done.returncode == 0, done.stderr
     ev = json.loads((rundir.path / "evaluation.json").read_text())

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from hil.characterize.characterization import Traces
 from protocols.errors import InputError
+from protocols.loading import MAX_DATA_BYTES, read_text
 from protocols.spec import Pulse, PulsePair
 
 #: The columns of a traces file, in order.
@@ -118,17 +119,8 @@ class TraceData:
 
 
 def _read_text(p: Path) -> str:
-    source = str(p)
-    try:
-        return p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{source}: is a directory, not a traces file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{source}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror}") from None
+    """The file's text through the capped loader (a large experiment is tens of MB)."""
+    return read_text(p, str(p), MAX_DATA_BYTES)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.errors import InputError
+from protocols.loading import short
 
 
 def add_parser(subparsers: Any) -> None:
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         raise InputError("--out is for `mrnn-hil devices fit TRACES.csv --out FILE.yaml`")
     if len(target) > 1:
-        raise InputError(f"one preset at a time, got {len(target)}: {' '.join(target)}")
+        raise InputError(f"one preset at a time, got {len(target)}: {short(' '.join(target))}")
     if not target:
         rows = [_summary(name) for name in PRESETS]
         print(json.dumps(rows, indent=2) if args.json else _table(rows))
@@ -273,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     name = target[0]
     if name not in PRESETS and not is_preset_file(name):
         raise InputError(
-            f"unknown device preset {name!r}; known presets: {', '.join(PRESETS)} "
+            f"unknown device preset {short(name)}; known presets: {', '.join(PRESETS)} "
             "(or a preset file path)"
         )
     detail = _detail(name)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from protocols.errors import InputError
+
+if TYPE_CHECKING:
+    from hil.insitu.rundir import RunDir
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,11 +31,21 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hil.insitu.mapping import DifferentialMapping
     from hil.insitu.rundir import RunDir
-    from hil.insitu.training_run import evaluate_weights, load_pattern_set, load_run_config
 
     rundir = RunDir.open(args.run_dir)
+    rundir.lock()  # evaluation.json is written: not while another process uses the run
+    try:
+        return _evaluate(args, rundir)
+    finally:
+        rundir.release()
+
+
+def _evaluate(args: argparse.Namespace, rundir: RunDir) -> int:
+    from hil.insitu.mapping import DifferentialMapping
+    from hil.insitu.training_run import evaluate_weights, load_pattern_set, load_run_config
+    from hil.insitu.workload import check_workload
+
     cfg = load_run_config(rundir)
     update: dict[str, Any] = {}
     if args.p is not None:
@@ -46,15 +59,24 @@ def run(args: argparse.Namespace) -> int:
     from hil.insitu.run_config import validate_config
 
     cfg = validate_config(data, "options")
-    if rundir.final_path.is_file():
-        W = np.asarray(rundir.load_npz(rundir.final_path, ("weights",))["weights"], dtype=float)
+    patterns = load_pattern_set(cfg)
+    check_workload(cfg, patterns)  # before any weight is read
+    if rundir.final_path.exists():
+        saved = rundir.load_npz(rundir.final_path, ("weights",))["weights"]
+        if saved.dtype.kind not in "fiu":
+            raise InputError(
+                f"{rundir.final_path}: the saved weights are {saved.dtype}, not real numbers"
+            )
+        W = np.asarray(saved, dtype=float)
         source = "final.npz (final read of the array)"
     else:
         found = rundir.latest_checkpoint()
         if found is None:
             raise InputError(f"{rundir.path}: no final.npz and no checkpoint to evaluate")
         arrays, meta = found
-        g = arrays["g_est"]
+        g = arrays.get("g_est")
+        if g is None or g.ndim != 2 or g.dtype.kind not in "fiu" or "position" not in meta:
+            raise InputError(f"{rundir.path}: the latest checkpoint holds no weight estimate")
         n = g.shape[0]
         from hil.insitu.backends import device_model
 
@@ -72,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
         source = f"checkpoint at presentation {meta['position']} (weight estimate)"
     if not np.all(np.isfinite(W)):
         raise InputError(f"{rundir.path}: the saved weights hold non-finite values")
-    patterns = load_pattern_set(cfg)
     if W.shape != (patterns.size, patterns.size):
         raise InputError(
             f"{rundir.path}: weights are {W.shape}, the run's patterns need "

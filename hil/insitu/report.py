@@ -156,6 +156,8 @@ def write_report(
     ]
     if report["stopped"]:
         lines.append(f"- {report['stopped']}")
+    if report.get("refused"):
+        lines.append(f"- refused: {report['refused']}")
     lines += ["", "## Accuracy (MSE < 0.1)", "", *_table(report["accuracy"]), ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures]
     lines += ["", "Full numbers: `report.json`; every plan: `journal.sqlite`.", ""]

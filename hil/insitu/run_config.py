@@ -8,11 +8,9 @@ written to the run directory, so a resumed run uses exactly what the first run u
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,8 +22,8 @@ from pydantic import (
 
 from hil.network.learning import RuleConfig
 from protocols.errors import InputError
-from protocols.limits import SafetyLimits
-from protocols.protocol_file import reject_duplicate_keys
+from protocols.limits import LimitsOverride
+from protocols.loading import parse_document, read_text
 from protocols.response import NeuroSimResponse
 from protocols.spec import Scheme
 
@@ -94,6 +92,13 @@ class LoopConfig(_Strict):
     verify: bool = Field(default=False, description="read back after every plan")
     on_bad_update: Literal["continue", "stop"] = "continue"
     max_refused: int | None = Field(default=None, ge=1, description="stop after this many")
+    max_limit_refused_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="a run in which a larger share of its presentations had their update "
+        "refused by a safety limit ends as 'refused' (exit code 4), not 'complete'",
+    )
 
 
 class StuckConfig(_Strict):
@@ -148,8 +153,11 @@ class RunConfig(_Strict):
     loop: LoopConfig = LoopConfig()
     stuck: StuckConfig = StuckConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    limits: SafetyLimits | None = Field(
-        default=None, description="None: the protocol file's, else the preset's defaults"
+    limits: LimitsOverride | None = Field(
+        default=None,
+        description="laid field by field on the protocol file's limits (else the built-in "
+        "ones): a field may be tightened; raising one needs `allow_raise: [field]`, is "
+        "logged, and stays under the hard ceilings",
     )
     response: NeuroSimResponse | str | None = Field(
         default=None,
@@ -199,37 +207,19 @@ def validate_config(data: Any, source: str = "config") -> RunConfig:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Plain data from a YAML, JSON or TOML file (by extension), with one-line errors."""
+    """Plain data from a YAML, JSON or TOML file (by extension), with one-line errors.
+
+    Read through `protocols.loading`: regular files only, size, nesting and YAML
+    alias-expansion caps, a key written twice refused.
+    """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"config {p}: cannot read ({exc.strerror or exc})") from None
+    source = f"config {p}"
+    text = read_text(p, source)
     if not text.strip():
-        raise InputError(f"config {p}: the file is empty")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            raise InputError(f"config {p}: unknown extension {suffix!r}; use .yaml, .toml or .json")
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"config {p}: TOML syntax error: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"config {p}: JSON syntax error at line {exc.lineno}: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"config {p}: YAML syntax error{where}: {problem}") from None
+        raise InputError(f"{source}: the file is empty")
+    data = parse_document(text, source, p.suffix)
     if not isinstance(data, dict):
-        raise InputError(f"config {p}: the run config must be a mapping, got {type(data).__name__}")
-    if suffix != ".toml":  # TOML refuses a repeated key itself
-        reject_duplicate_keys(text, f"config {p}", suffix)
+        raise InputError(f"{source}: the run config must be a mapping, got {type(data).__name__}")
     return data
 
 

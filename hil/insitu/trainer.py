@@ -311,7 +311,7 @@ class InSituTrainer:
     def _measured_weights(self, g: Array) -> Array:
         if not self.cfg.loop.analog_mvm:
             return self.mapping.weights(g)
-        v_read = 0.1
+        v_read = self.backend.read_v  # the protocol's read voltage, checked by the backend
         probes = np.zeros((self.n, self.mapping.shape[1]))
         idx = np.arange(self.n)
         probes[idx, self.mapping.plus_cols] = v_read

@@ -8,6 +8,7 @@ are either a text grid (`#` on, `.` off, a blank line between patterns, an optio
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protocols.errors import InputError
+from protocols.loading import MAX_DATA_BYTES, read_bytes, short
 
 Array = NDArray[np.float64]
+
+#: Most units (pixels per pattern) a network may have: W is N x N and the array N x 2N.
+MAX_UNITS = 1024
+#: Most patterns a set may hold (far above the capacity of an N <= MAX_UNITS network).
+MAX_PATTERNS = 1024
 
 ON, OFF = "#", "."
 
@@ -266,6 +273,7 @@ def parse_text(text: str, source: str = "<text>") -> PatternSet:
     def close_grid() -> None:
         nonlocal current, pending_name
         if current:
+            check_size(len(grids) + 1, len(current) * len(current[0]), f"{source}:{starts[-1]}")
             grids.append(current)
             names.append(pending_name[0] if pending_name else f"p{len(names)}")
             pending_name = None
@@ -280,7 +288,7 @@ def parse_text(text: str, source: str = "<text>") -> PatternSet:
         if line.startswith("["):
             if current:
                 raise InputError(
-                    f"{source}:{lineno}: name line {line!r} inside a pattern "
+                    f"{source}:{lineno}: name line {short(line)} inside a pattern "
                     "(put a blank line before it)"
                 )
             if pending_name is not None:
@@ -289,12 +297,14 @@ def parse_text(text: str, source: str = "<text>") -> PatternSet:
                     f"(previous at line {pending_name[1]})"
                 )
             if not line.endswith("]") or len(line) < 3:
-                raise InputError(f"{source}:{lineno}: malformed name line {line!r} (use [name])")
+                raise InputError(
+                    f"{source}:{lineno}: malformed name line {short(line)} (use [name])"
+                )
             name = line[1:-1].strip()
             if not name:
                 raise InputError(f"{source}:{lineno}: empty pattern name")
             if name in names:
-                raise InputError(f"{source}:{lineno}: duplicate pattern name {name!r}")
+                raise InputError(f"{source}:{lineno}: duplicate pattern name {short(name)}")
             pending_name = (name, lineno)
             continue
         for col, ch in enumerate(line, start=1):
@@ -303,6 +313,11 @@ def parse_text(text: str, source: str = "<text>") -> PatternSet:
                     f"{source}:{lineno}: stray character {ch!r} at column {col} "
                     f"(allowed: '{ON}' on, '{OFF}' off)"
                 )
+        if len(line) > MAX_UNITS:
+            raise InputError(
+                f"{source}:{lineno}: row of {len(line)} pixels; a pattern may have at most "
+                f"{MAX_UNITS} pixels"
+            )
         if current and len(line) != len(current[0]):
             raise InputError(
                 f"{source}:{lineno}: row has {len(line)} pixels, the rows above have "
@@ -310,6 +325,8 @@ def parse_text(text: str, source: str = "<text>") -> PatternSet:
             )
         if not current:
             starts.append(lineno)
+        elif (len(current) + 1) * len(line) > MAX_UNITS:
+            check_size(len(grids) + 1, (len(current) + 1) * len(line), f"{source}:{lineno}")
         current.append(line)
     if pending_name is not None and not current:
         raise InputError(f"{source}:{pending_name[1]}: name [{pending_name[0]}] has no grid")
@@ -320,28 +337,55 @@ def parse_text(text: str, source: str = "<text>") -> PatternSet:
     for grid, start, name in zip(grids, starts, names, strict=True):
         if (len(grid), len(grid[0])) != (h, w):
             raise InputError(
-                f"{source}:{start}: pattern {name!r} is {len(grid)}x{len(grid[0])}, "
+                f"{source}:{start}: pattern {short(name)} is {len(grid)}x{len(grid[0])}, "
                 f"the first pattern is {h}x{w}"
             )
     P = np.array([[1.0 if ch == ON else -1.0 for row in grid for ch in row] for grid in grids])
     return PatternSet(patterns=P, names=tuple(names), shape=(h, w))
 
 
+def check_size(count: int, units: int, where: str) -> None:
+    """Refuse a pattern set too large to train (before any array is built)."""
+    if units > MAX_UNITS:
+        raise InputError(
+            f"{where}: patterns of {units} pixels; at most {MAX_UNITS} (the network's W is "
+            f"N x N and the array N x 2N)"
+        )
+    if count > MAX_PATTERNS:
+        raise InputError(f"{where}: more than {MAX_PATTERNS} patterns")
+
+
 def _load_npy(path: Path) -> PatternSet:
+    raw = read_bytes(path, str(path), MAX_DATA_BYTES)
+    buf = io.BytesIO(raw)
     try:
-        arr = np.load(path, allow_pickle=False)
+        version = np.lib.format.read_magic(buf)
+        header = (
+            np.lib.format.read_array_header_1_0(buf)
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0(buf)
+        )
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
-    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
-        raise InputError(f"{path}: dtype {arr.dtype} is not numeric")
+    shape, _, dtype = header
+    if dtype.kind == "c":
+        raise InputError(f"{path}: dtype {dtype} is complex; patterns are real (±1 or 0/1)")
+    if dtype.kind not in "biuf":
+        raise InputError(f"{path}: dtype {dtype} is not numeric")
+    if len(shape) not in (2, 3):
+        raise InputError(f"{path}: shape {shape} is not (K, H, W) or (K, N)")
+    check_size(int(shape[0]), math.prod(int(d) for d in shape[1:]), str(path))
+    buf.seek(0)
+    try:
+        arr = np.load(buf, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
     if arr.ndim == 3:
         k, h, w = arr.shape
-    elif arr.ndim == 2:
+    else:
         k, n = arr.shape
         side = math.isqrt(n)
         h, w = (side, side) if side * side == n else (1, n)
-    else:
-        raise InputError(f"{path}: shape {arr.shape} is not (K, H, W) or (K, N)")
     if arr.size == 0 or k == 0:
         raise InputError(f"{path}: shape {arr.shape} holds no patterns")
     flat = arr.reshape(k, h * w).astype(np.float64)
@@ -366,14 +410,19 @@ def _load_npy(path: Path) -> PatternSet:
 
 
 def load_patterns(path: str | Path) -> PatternSet:
-    """Load a pattern file: `.npy` arrays, anything else as a text grid."""
+    """Load a pattern file: `.npy` arrays, anything else as a text grid.
+
+    Read through `protocols.loading` (regular files only, size cap); at most MAX_PATTERNS
+    patterns of at most MAX_UNITS pixels, refused before any array is built.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no such pattern file")
     if path.suffix.lower() == ".npy":
         return _load_npy(path)
+    data = read_bytes(path, str(path), MAX_DATA_BYTES)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(
             f"{path}: not a UTF-8 text grid ({exc.reason} at byte {exc.start})"
