@@ -230,7 +230,7 @@ def test_invalid_config_or_protocol_is_refused_before_any_pulse(tmp_path: Path) 
             "cannot open",
         ),
         # Without a protocol an instrument gets the built-in 3 V limits: EpiRAM's +5 V is out.
-        (["--backend", "serial", "--port", str(tmp_path / "no-port")], "max_set_v=3 V"),
+        (["--backend", "serial", "--port", str(tmp_path / "no-port")], "max_set_v = 3 V"),
         (["--preset", "ideal", "--backend", "visa"], "--resource"),
     ]
     for k, (args, fragment) in enumerate(cases):

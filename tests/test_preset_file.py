@@ -124,7 +124,7 @@ def test_run_configs_protocols_and_emulators_take_a_preset_file(tmp_path: Path) 
     model = device_model(validate_config({"backend": {"preset": str(path)}}))
     assert model.response == mean_response(PRESETS["alox_hfo2"])
     assert model.pulses.set.amplitude_v == 0.9 and "preset " + str(path) in model.source
-    with pytest.raises(InputError, match=r"backend.preset: .*missing.yaml: no such preset file"):
+    with pytest.raises(InputError, match=r"backend.preset: .*missing.yaml: no such file"):
         device_model(validate_config({"backend": {"preset": str(tmp_path / "missing.yaml")}}))
     assert make_array(2, 2, preset=str(path)).info().g_max_s == PRESETS["alox_hfo2"].g_max_s
     # validate checks the nominal pulses at the preset file's G_max when it is the highest.
