@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from drivers.dryrun import DryRunLog
     from drivers.transport import LineTransport
 
-KINDS = ("sim", "visa", "serial")
+KINDS = ("sim", "visa", "serial", "arc1", "arc2")
 
 _VISA_OPTIONS = {
     "matrix_resource": str,
@@ -160,6 +160,18 @@ def open_backend(
         overrides = {k: v for k, v in options.items() if v is not None}
         return _open_sim(shape or blk.extent, blk, limits, preset, seed, overrides, read_v)
     address = resource_or_port or (resource if kind == "visa" else port) or resource or port
+    if kind in ("arc1", "arc2"):  # ArC ONE, ArC TWO: drivers/arc_factory.py
+        from drivers.arc_factory import open_arc
+
+        arc = open_arc(
+            kind, address, blk, shape, limits=limits, dry_run=dry_run, preset=preset,
+            seed=seed, read_v=read_v, options=options,
+        )  # fmt: skip
+        try:
+            return view(arc, blk)
+        except BaseException:
+            arc.close()
+            raise
     opts = _coerce(kind, options)
     g_range = _g_range(opts)
     if kind == "visa" and dry_run is None and require_array and shape is None:

@@ -28,7 +28,7 @@ from sim_backend.disturb import half_selects
 from sim_backend.faults import StuckDevices, draw_stuck
 from sim_backend.noise import GaussianSource
 from sim_backend.presets import get_preset
-from sim_backend.readout import analog_product, noisy_conductance
+from sim_backend.readout import analog_product, noisy_conductance, reported
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -210,7 +210,8 @@ class SimulatedCrossbar(CrossbarBackend):
     # -- hooks -----------------------------------------------------------------------------
     def _read(self, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> F64:
         g = self._true_g()[np.ix_(rows, cols)]
-        return noisy_conductance(g, self.config.readout.read_sigma, self._rng)
+        g = noisy_conductance(g, self.config.readout.read_sigma, self._rng)
+        return reported(g, self.config.readout)
 
     def _mvm(self, voltages: F64, transpose: bool) -> F64:
         g = self._true_g()

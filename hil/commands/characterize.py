@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # hil.characterize (scipy.optimize) is imported where it is used: every `mrnn-hil` command
 # loads this module, and most never characterise anything.
 
-KINDS = ("sim", "visa", "serial")
+KINDS = ("sim", "visa", "serial", "arc1", "arc2")
 
 
 def devices_block(args: argparse.Namespace, protocol: ProtocolFile) -> tuple[Block, int]:
@@ -100,10 +100,42 @@ def open_backend(
             array=args.array,
             block=blk,
             require_array=True,
+            firmware=getattr(args, "firmware", None),
+            **_backend_options(args),
         )
     except BackendError as exc:  # no link, wrong port, wrong identity: nothing was sent
         where = args.port or args.resource or "the instrument"
         raise InputError(f"--backend {args.backend}: cannot open {where}: {exc}") from None
+
+
+def _option_value(text: str) -> Any:
+    """A --backend-option value: int, float, true/false, or the text itself."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+#: Set by the protocol file or by their own options, never through --backend-option.
+_NOT_OPTIONS = ("read_v", "limits", "preset", "seed", "port", "resource", "dry_run", "array",
+                "block", "require_array", "firmware", "matrix_resource")  # fmt: skip
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--backend-option KEY=VALUE: driver options (instruments), device settings (sim)."""
+    out: dict[str, Any] = {}
+    for item in getattr(args, "backend_option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--backend-option {item!r}: write KEY=VALUE")
+        if key in _NOT_OPTIONS:
+            raise InputError(
+                f"--backend-option {key}: set by the protocol file or its own option, not here"
+            )
+        out[key] = _option_value(value)
+    return out
 
 
 def _positive(text: str) -> int:
@@ -147,6 +179,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--resource", default=None, help="VISA resource (instrument backends)")
     parser.add_argument("--port", default=None, help="serial port (instrument backends)")
     parser.add_argument("--matrix-resource", default=None, help="switch-matrix VISA resource")
+    parser.add_argument("--firmware", default=None, help="ArC TWO firmware file (--backend arc2)")
+    parser.add_argument(
+        "--backend-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a backend option (instruments: driver options such as timeout_s; sim: device "
+        "settings such as readout__format=float32_resistance); repeatable",
+    )
     parser.add_argument(
         "--dry-run", default=None, metavar="FILE", help="record the command stream to FILE"
     )

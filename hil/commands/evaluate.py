@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, rundir: RunDir) -> int:
-    from hil.insitu.mapping import DifferentialMapping
+    from hil.insitu.mapping import make_mapping
     from hil.insitu.training_run import evaluate_weights, load_pattern_set, load_run_config
     from hil.insitu.workload import check_workload
 
@@ -81,12 +81,13 @@ def _evaluate(args: argparse.Namespace, rundir: RunDir) -> int:
         from hil.insitu.backends import device_model
 
         model = device_model(cfg)
-        mapping = DifferentialMapping.from_range(
+        mapping = make_mapping(
             n,
             model.response.g_min_s,
             model.response.g_max_s,
             w_max=cfg.mapping.w_max,
             layout=cfg.mapping.layout,
+            diagonal=cfg.mapping.diagonal,
         )
         W = mapping.weights(g)
         if cfg.mapping.tie_symmetric and cfg.rule.symmetric:

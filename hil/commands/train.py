@@ -16,6 +16,7 @@ from typing import Any
 
 from hil.commands.shapes import add_shape_options
 from hil.insitu.run_config import SCHEME_NAMES, RunConfig, merge, read_config_file, validate_config
+from hil.insitu.tasks import TASKS, task_config
 from hil.insitu.trainer import ControllerState
 from protocols.errors import InputError
 
@@ -45,16 +46,26 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="FILE", help="whole run config (YAML, TOML or JSON)")
-    p.add_argument("--backend", choices=("sim", "visa", "serial"), help="array to train on")
+    p.add_argument(
+        "--backend", choices=("sim", "visa", "serial", "arc1", "arc2"), help="array to train on"
+    )
     p.add_argument("--preset", help="simulator preset or preset file (see `mrnn-hil devices`)")
     p.add_argument("--scheme", choices=SCHEME_NAMES, help="how dG becomes pulses")
     p.add_argument("--protocol", metavar="FILE", help="protocol file: pulses, limits, scheme")
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--seed", type=int, help="run seed (simulator, W0, noise, rounding)")
     p.add_argument("--patterns", metavar="FILE", help="pattern file (default: built-in 16)")
+    p.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="a named task: its patterns and mapping (glyphs32: N = 32, fits a 32 x 32 board)",
+    )
     p.add_argument("--resource", help="VISA resource string (--backend visa)")
-    p.add_argument("--port", help="serial port or URL (--backend serial)")
+    p.add_argument(
+        "--port", help="serial port or URL (serial, arc1); board id (arc2, default: the only one)"
+    )
     p.add_argument("--matrix-resource", help="switch-matrix VISA resource (--backend visa)")
+    p.add_argument("--firmware", metavar="FILE", help="ArC TWO firmware file (--backend arc2)")
     add_shape_options(p)
     p.add_argument(
         "--dry-run",
@@ -75,6 +86,8 @@ def add_parser(subparsers: Any) -> None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run config: file first, then command-line options on top."""
     data: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    if getattr(args, "task", None):  # the task's values, under the file and the options
+        data = merge(task_config(args.task), data)
     over: dict[str, Any] = {}
     if args.backend:
         over.setdefault("backend", {})["kind"] = args.backend
@@ -84,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over.setdefault("backend", {})["resource"] = args.resource
     if args.port:
         over.setdefault("backend", {})["port"] = args.port
-    for option in ("matrix_resource", "dry_run", "array", "block"):
+    for option in ("matrix_resource", "dry_run", "firmware", "array", "block"):
         if getattr(args, option, None):
             over.setdefault("backend", {}).setdefault("options", {})[option] = getattr(args, option)
     if args.scheme:
@@ -188,10 +201,12 @@ def run(args: argparse.Namespace) -> int:
                     "epochs",
                     "seed",
                     "patterns",
+                    "task",
                     "response",
                     "resource",
                     "port",
                     "matrix_resource",
+                    "firmware",
                     "dry_run",
                     "array",
                     "block",

@@ -190,6 +190,8 @@ def open_backend(cfg: RunConfig, rows: int, cols: int, envelope: Envelope) -> Cr
         options["resource"] = cfg.backend.resource
     if cfg.backend.port is not None:
         options["port"] = cfg.backend.port
+    from drivers.board_block import ArrayTooSmall
+
     try:
         backend: CrossbarBackend = open_array(
             kind,
@@ -202,6 +204,15 @@ def open_backend(cfg: RunConfig, rows: int, cols: int, envelope: Envelope) -> Cr
             require_array=True,
             **options,
         )
+    except ArrayTooSmall as exc:
+        from hil.insitu.mapping import what_fits
+
+        m = cfg.mapping
+        layout = m.layout + (", no diagonal" if m.layout == "symmetric" and not m.diagonal else "")
+        raise InputError(
+            f"{exc}: N = {rows} units with mapping.layout {layout} need {rows} x {cols} "
+            f"devices. What fits: {what_fits(*exc.board)}"
+        ) from None
     except BackendError as exc:  # no link, wrong port, wrong identity: nothing was sent
         where = cfg.backend.port or cfg.backend.resource or "the instrument"
         raise InputError(f"backend {kind}: cannot open {where}: {exc}") from None

@@ -38,7 +38,10 @@ class _Strict(BaseModel):
 class TrainingConfig(_Strict):
     """What is learnt and for how long."""
 
-    patterns: str | None = Field(default=None, description="pattern file; None = built-in 16")
+    patterns: str | None = Field(
+        default=None,
+        description="pattern file, or builtin:<name> (letters16, glyphs32); None = built-in 16",
+    )
     epochs: int = Field(default=100, ge=1, le=100_000)
     order: Literal["fixed", "shuffled"] = "fixed"
     mode: Literal["paper", "denoising"] = Field(
@@ -53,7 +56,7 @@ class TrainingConfig(_Strict):
 class BackendConfig(_Strict):
     """Which array the run trains on."""
 
-    kind: Literal["sim", "visa", "serial"] = "sim"
+    kind: Literal["sim", "visa", "serial", "arc1", "arc2"] = "sim"
     preset: str = Field(default="epiram", description="simulator preset (sim and emulators)")
     resource: str | None = Field(default=None, description="VISA resource string")
     port: str | None = Field(default=None, description="serial port or URL")
@@ -65,10 +68,15 @@ class BackendConfig(_Strict):
 
 
 class MappingConfig(_Strict):
-    """Differential pairs on an N x 2N array."""
+    """Differential pairs: per ordered pair on an N x 2N array (blocks, interleaved), or per
+    unordered pair on an N x (N - 1) array (symmetric; N x (N + 1) with the diagonal)."""
 
     w_max: float = Field(default=0.5, gt=0.0, description="|W| that spans one device's range")
-    layout: Literal["blocks", "interleaved"] = "blocks"
+    layout: Literal["blocks", "interleaved", "symmetric"] = "blocks"
+    diagonal: bool = Field(
+        default=True,
+        description="store and learn W_ii (symmetric layout; the other layouts always do)",
+    )
     tie_symmetric: bool = Field(
         default=True,
         description="relax on (W + W^T)/2: W_ij and W_ji act as one tied weight, as the "
@@ -166,6 +174,20 @@ class RunConfig(_Strict):
         "The resolved config embeds the model, so a resumed run plans with the same one.",
     )
     run: RunSection = RunSection()
+
+    @model_validator(mode="after")
+    def _mapping_options(self) -> RunConfig:
+        if not self.mapping.diagonal and self.mapping.layout != "symmetric":
+            raise ValueError(
+                f"mapping.diagonal: false needs mapping.layout: symmetric (the "
+                f"{self.mapping.layout} layout always stores the diagonal)"
+            )
+        if self.mapping.layout == "symmetric" and self.loop.analog_mvm:
+            raise ValueError(
+                "loop.analog_mvm probes one column pair per unit; mapping.layout: symmetric "
+                "has no such columns: use one or the other"
+            )
+        return self
 
     @model_validator(mode="after")
     def _w0_fits(self) -> RunConfig:

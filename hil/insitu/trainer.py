@@ -45,6 +45,7 @@ from hil.insitu.journal import Journal, JournalError
 from hil.insitu.mapping import (
     DifferentialMapping,
     StuckDetector,
+    WeightMapping,
     stuck_after_programming,
     stuck_report,
 )
@@ -154,7 +155,7 @@ class InSituTrainer:
         journal: Journal,
         patterns: Array,
         planner: UpdatePlanner,
-        mapping: DifferentialMapping,
+        mapping: WeightMapping,
         limits: SafetyLimits,
         *,
         on_progress: Callable[[ControllerState, int], None] | None = None,
@@ -309,7 +310,7 @@ class InSituTrainer:
         return W
 
     def _measured_weights(self, g: Array) -> Array:
-        if not self.cfg.loop.analog_mvm:
+        if not self.cfg.loop.analog_mvm or not isinstance(self.mapping, DifferentialMapping):
             return self.mapping.weights(g)
         v_read = self.backend.read_v  # the protocol's read voltage, checked by the backend
         probes = np.zeros((self.n, self.mapping.shape[1]))
@@ -515,10 +516,14 @@ class InSituTrainer:
                 self.start()
                 self.replay_position = -1
                 return "restarted from the beginning (no checkpoint yet); initial plans replayed"
-            raise JournalError(
-                f"run {self.rundir.path} has no checkpoint and its backend cannot be "
-                "restored; start a new run"
-            )
+            # An instrument cannot be restored, but programming W0 is closed loop: settle the
+            # journaled plans (their pulses count in the budget), then program again from a
+            # fresh read of the array. Nothing is re-sent blind.
+            note = self._resolve_without_snapshot(last_seq)
+            self.state.position = 0
+            self.journal.record_event(0, "resume", "W0 programming restarted from a full read")
+            self.start()
+            return f"W0 programming restarted from a full read (no checkpoint yet); {note}"
         arrays, meta = found
         self.load(arrays, meta)
         table = self.journal.presentation_table()

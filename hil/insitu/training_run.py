@@ -32,7 +32,7 @@ from hil.insitu.backends import (
     raised_note,
 )
 from hil.insitu.journal import Journal, SyncMode
-from hil.insitu.mapping import DifferentialMapping
+from hil.insitu.mapping import WeightMapping, make_mapping
 from hil.insitu.pulse_planner import UpdatePlanner, programming_scheme
 from hil.insitu.run_config import RunConfig, validate_config
 from hil.insitu.rundir import RunDir
@@ -40,7 +40,7 @@ from hil.insitu.trainer import ControllerState, InSituTrainer
 from hil.insitu.workload import check_workload
 from hil.network.evaluation import nearest_pattern, pineda_recall, score
 from hil.network.hopfield import hebbian, recall, storkey
-from hil.network.patterns import PatternSet, builtin_patterns, load_patterns, test_set
+from hil.network.patterns import PatternSet, patterns_from_spec, test_set
 from protocols.backend import BackendError, CrossbarBackend
 from protocols.errors import InputError
 from protocols.protocol_file import parse_protocol_text
@@ -61,9 +61,7 @@ class RunOutcome:
 
 
 def load_pattern_set(cfg: RunConfig) -> PatternSet:
-    if cfg.training.patterns is None:
-        return builtin_patterns()
-    return load_patterns(cfg.training.patterns)
+    return patterns_from_spec(cfg.training.patterns)
 
 
 def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
@@ -89,13 +87,14 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, DeviceModel, PatternSet]:
     return resolved, model, patterns
 
 
-def _mapping(cfg: RunConfig, model: DeviceModel, patterns: PatternSet) -> DifferentialMapping:
-    return DifferentialMapping.from_range(
+def _mapping(cfg: RunConfig, model: DeviceModel, patterns: PatternSet) -> WeightMapping:
+    return make_mapping(
         patterns.size,
         model.response.g_min_s,
         model.response.g_max_s,
         w_max=cfg.mapping.w_max,
         layout=cfg.mapping.layout,
+        diagonal=cfg.mapping.diagonal,
     )
 
 

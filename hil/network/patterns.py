@@ -453,3 +453,120 @@ def test_set(
 
 
 test_set.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+# --- the 32-unit set: a network that fits a 32 x 32 array ------------------------------------
+
+# Eight digits, 0-7, four pixels wide and eight tall (N = 32). With one differential pair per
+# unordered pair of units (no diagonal) the network needs 32 x 31 = 992 devices, so it trains
+# on one 32 x 32 board (ArC ONE, ArC TWO). Strokes are one pixel wide; any two digits differ
+# in at least four pixels (13 on average). docs/in-situ.md shows what the paper's protocol
+# reaches on it.
+GLYPHS32_TEXT = """\
+[0]
+.##.
+#..#
+#..#
+#..#
+#..#
+#..#
+#..#
+.##.
+
+[1]
+..#.
+.##.
+#.#.
+..#.
+..#.
+..#.
+..#.
+####
+
+[2]
+.##.
+#..#
+...#
+..#.
+.#..
+#...
+#...
+####
+
+[3]
+###.
+...#
+...#
+.##.
+...#
+...#
+...#
+###.
+
+[4]
+#..#
+#..#
+#..#
+####
+...#
+...#
+...#
+...#
+
+[5]
+####
+#...
+#...
+###.
+...#
+...#
+#..#
+.##.
+
+[6]
+.##.
+#...
+#...
+###.
+#..#
+#..#
+#..#
+.##.
+
+[7]
+####
+...#
+...#
+..#.
+..#.
+.#..
+.#..
+.#..
+"""
+
+#: Built-in pattern sets by name; a run config names one as `builtin:<name>`.
+BUILTIN_SETS: dict[str, tuple[str, str]] = {
+    "letters16": (BUILTIN_TEXT, "16 correlated 10 x 10 capital letters (N = 100)"),
+    "glyphs32": (GLYPHS32_TEXT, "8 digits 0-7 on a 4 x 8 grid (N = 32)"),
+}
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_set(name: str) -> PatternSet:
+    """A built-in pattern set by name (`letters16`, `glyphs32`)."""
+    try:
+        text, _ = BUILTIN_SETS[name]
+    except KeyError:
+        raise InputError(
+            f"unknown built-in pattern set {name!r}; choose one of {', '.join(BUILTIN_SETS)}"
+        ) from None
+    return parse_text(text, f"<built-in {name}>")
+
+
+def patterns_from_spec(spec: str | None) -> PatternSet:
+    """None: the built-in 16 letters; `builtin:<name>`: a built-in set; else a pattern file."""
+    if spec is None:
+        return builtin_patterns()
+    if spec.startswith(BUILTIN_PREFIX):
+        return builtin_set(spec[len(BUILTIN_PREFIX) :])
+    return load_patterns(spec)
