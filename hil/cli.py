@@ -31,6 +31,9 @@ COMMANDS: tuple[str, ...] = (
     "validate",
     "emulate",
     "devices",
+    "sweep",
+    "compare",
+    "export",
 )
 
 

@@ -404,7 +404,6 @@ def test_resume_refuses_options_it_would_otherwise_ignore(
         ["--matrix-resource", "TCPIP::127.0.0.1::5026::SOCKET"],
         ["--dry-run", str(tmp_path / "stream.txt")],
         ["--response", str(tmp_path / "characterization.json")],
-        ["--epochs", "3"],
     ):
         assert hil_cli.main(["train", "--resume", run, *extra, "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()

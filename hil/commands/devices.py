@@ -40,7 +40,17 @@ def add_parser(subparsers: Any) -> None:
         help="a preset name or preset file to show in full; or `fit` and a traces CSV",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--out", type=Path, metavar="FILE", help="fit: the preset file to write")
+    p.add_argument(
+        "--plot",
+        metavar="PRESET",
+        help="draw the preset's pulse response (SET then RESET trains) to PRESET-response.png",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="with --plot: the PNG to write; with fit: the preset file to write",
+    )
     p.add_argument("--name", help="fit: the preset's name (default: the --out file's stem)")
     p.add_argument(
         "--threshold-set", type=float, metavar="V", help="fit: SET threshold (default 0.75 V_set)"
@@ -263,21 +273,30 @@ def run(args: argparse.Namespace) -> int:
         if len(target) != 2:
             raise InputError("usage: mrnn-hil devices fit TRACES.csv --out FILE.yaml")
         return _fit(args, target[1])
-    if args.out is not None:
-        raise InputError("--out is for `mrnn-hil devices fit TRACES.csv --out FILE.yaml`")
     if len(target) > 1:
         raise InputError(f"one preset at a time, got {len(target)}: {short(' '.join(target))}")
+    for name in (*target, args.plot):
+        if name is not None and name not in PRESETS and not is_preset_file(name):
+            raise InputError(
+                f"unknown device preset {short(name)}; known presets: {', '.join(PRESETS)} "
+                "(or a preset file path)"
+            )
+    if args.plot is not None:
+        from hil.characterize.preset_response import plot_preset_response
+
+        stem = Path(args.plot).stem if is_preset_file(args.plot) else args.plot
+        path = plot_preset_response(args.plot, Path(args.out or f"{stem}-response.png"))
+        print(f"written: {path}")
+        return 0
+    if args.out is not None:
+        raise InputError(
+            "--out is for `devices fit TRACES.csv --out FILE.yaml` or `devices --plot PRESET`"
+        )
     if not target:
         rows = [_summary(name) for name in PRESETS]
         print(json.dumps(rows, indent=2) if args.json else _table(rows))
         return 0
-    name = target[0]
-    if name not in PRESETS and not is_preset_file(name):
-        raise InputError(
-            f"unknown device preset {short(name)}; known presets: {', '.join(PRESETS)} "
-            "(or a preset file path)"
-        )
-    detail = _detail(name)
+    detail = _detail(target[0])
     if args.json:
         print(json.dumps(detail, indent=2))
         return 0

@@ -1,7 +1,10 @@
 """`mrnn-hil evaluate DIR`: re-evaluate a training run from its saved conductances.
 
 Uses `final.npz` (the backend's final read), or, for an unfinished run, the weight estimate of
-its latest checkpoint. Nothing is sent to any array. Writes DIR/evaluation.json.
+its latest checkpoint; with `--after SECONDS` the simulated array restored from the latest
+checkpoint, aged (retention drift) before it is read. Nothing is sent to any real array.
+Every evaluation is kept (DIR/evaluations/evaluation-NNN.json); DIR/evaluation.json is the
+latest.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--p", type=float, nargs="+", help="corruption probabilities")
     p.add_argument("--samples", type=int, help="corrupted samples per pattern and p")
     p.add_argument("--seed", type=int, help="seed of the corrupted test sets")
+    p.add_argument(
+        "--after",
+        type=float,
+        metavar="SECONDS",
+        help="age the simulated array this long (retention drift) before reading and scoring",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +70,11 @@ def _evaluate(args: argparse.Namespace, rundir: RunDir) -> int:
     cfg = validate_config(data, "options")
     patterns = load_pattern_set(cfg)
     check_workload(cfg, patterns)  # before any weight is read
-    if rundir.final_path.exists():
+    if args.after is not None:
+        from hil.insitu.reevaluate import aged_weights
+
+        W, source = aged_weights(rundir, cfg, patterns.size, args.after)
+    elif rundir.final_path.exists():
         saved = rundir.load_npz(rundir.final_path, ("weights",))["weights"]
         if saved.dtype.kind not in "fiu":
             raise InputError(
@@ -102,11 +115,15 @@ def _evaluate(args: argparse.Namespace, rundir: RunDir) -> int:
         )
     accuracy = evaluate_weights(W, patterns, cfg)
     result = {"source": source, "samples": cfg.evaluation.samples, "accuracy": accuracy}
-    rundir.write_json("evaluation.json", result)
+    if args.after is not None:
+        result["after_s"] = args.after
+    from hil.insitu.reevaluate import save_evaluation
+
+    kept = save_evaluation(rundir, result)
     ps = list(accuracy["in_situ"].keys())
     print(f"weights: {source}", file=sys.stdout)
     print(f"{'rule':<18}" + "".join(f"{'p=' + p:>10}" for p in ps))
     for rule, row in accuracy.items():
         print(f"{rule:<18}" + "".join(f"{row[p]:>10.3f}" for p in ps))
-    print(f"written: {rundir.path / 'evaluation.json'}")
+    print(f"written: {kept} (latest also in {rundir.path / 'evaluation.json'})")
     return 0

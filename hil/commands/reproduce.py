@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,6 @@ from hil.network.patterns import builtin_patterns, load_patterns
 from hil.network.reproduce import RULES, Bar, ReproduceConfig
 from protocols.errors import InputError
 
-DEFAULT_OUT = Path("runs/reproduce")
 LABELS = {
     "pineda_almeida": "Pineda–Almeida",
     "hebbian": "Hebbian",
@@ -65,7 +65,7 @@ def add_parser(subparsers: Any) -> None:
         help="denoising mode: train on inputs corrupted with probability P",
     )
     p.add_argument("--seed", type=int, default=0, metavar="S")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR")
+    p.add_argument("--out", type=Path, metavar="DIR", help="default: a fresh runs/reproduce-<time>")
 
 
 def _config(args: argparse.Namespace) -> ReproduceConfig:
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     ps = load_patterns(args.patterns) if args.patterns else builtin_patterns()
-    out: Path = args.out
+    out: Path = args.out or Path("runs") / time.strftime("reproduce-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a directory")
     results = experiment.run(ps, cfg, bar=_tqdm_bar)

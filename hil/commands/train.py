@@ -79,7 +79,11 @@ def add_parser(subparsers: Any) -> None:
         "characterization.json or directory) instead of the preset's",
     )
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/train-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR (with --epochs N: extend it, finished or not, to N epochs)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -198,7 +202,6 @@ def run(args: argparse.Namespace) -> int:
                     "preset",
                     "scheme",
                     "protocol",
-                    "epochs",
                     "seed",
                     "patterns",
                     "task",
@@ -220,8 +223,15 @@ def run(args: argparse.Namespace) -> int:
                     f"--resume continues a run with its own config ({args.resume}/config.json); "
                     f"drop --{flag}"
                 )
+            extended = None
+            if args.epochs is not None:  # the one field a resume may change: more epochs
+                from hil.insitu.extend import extend_run
+
+                extended = extend_run(args.resume, args.epochs)
             bar.epochs = _epochs_of(Path(args.resume))
             outcome = resume_run(args.resume, progress=bar, notify=_notify)
+            if extended:
+                outcome.resumed = f"{extended}; {outcome.resumed}"
         else:
             cfg = config_from_args(args)
             bar.epochs = cfg.training.epochs

@@ -446,6 +446,8 @@ class InSituTrainer:
                     stream(self.cfg.seed, STREAM_CURVE_EVAL, epoch * 100 + round(p * 100)),
                     self.cfg,
                 )
+        if acc:
+            self.save_conductance_snapshot(epoch + 1)
         ea = st.epoch_acc
         self.journal.record_epoch(
             epoch=epoch,
@@ -457,6 +459,20 @@ class InSituTrainer:
             stuck=int(self.stuck.stuck.sum()),
         )
         st.epoch_acc = EpochAcc()
+
+    def save_conductance_snapshot(self, epochs_done: int) -> None:
+        """The tracked conductances after `epochs_done` epochs, kept for the pictures and the
+        export (float32, one file per accuracy-curve epoch; never pruned like checkpoints)."""
+        st = self.state
+        path = self.rundir.checkpoint_dir / f"conductance-{st.position:010d}.npz"
+        self.rundir.save_npz(
+            path,
+            {
+                "conductance_s": st.g_est.astype(np.float32),
+                "position": np.asarray(st.position),
+                "epochs": np.asarray(epochs_done),
+            },
+        )
 
     def checkpoint(self) -> None:
         st = self.state
@@ -502,6 +518,7 @@ class InSituTrainer:
     def start(self) -> None:
         """A fresh run: program W0 and checkpoint position 0."""
         self.program_initial()
+        self.save_conductance_snapshot(0)
         self.checkpoint()
 
     def resume(self) -> str:
