@@ -95,13 +95,15 @@ def _g_range(opts: dict[str, Any]) -> tuple[float, float] | None:
 
 
 def check_preset(name: str, where: str = "--preset") -> None:
-    """InputError listing the simulator's presets when `name` is not one (name cut short)."""
+    """InputError listing the simulator's presets when `name` is neither one nor a preset
+    file path (.yaml/.yml/.json, as `mrnn-hil devices fit` writes; name cut short)."""
     from sim_backend import PRESETS
+    from sim_backend.presets import is_preset_file
 
-    if name not in PRESETS:
+    if name not in PRESETS and not is_preset_file(name):
         raise InputError(
             f"{where}: unknown device preset {short(name)}; known presets: "
-            f"{', '.join(sorted(PRESETS))}"
+            f"{', '.join(sorted(PRESETS))} (or a preset file path)"
         )
 
 

@@ -8,9 +8,14 @@ The NeuroSim form (Chen, Peng & Yu, IEEE TCAD 37(12):3067, 2018) is used through
     LTD:  G(q) = G_max - (G_max - G_min) * f_a'(q),     q = Q / Q_max (pulses from G_max)
     f_a(p) = (1 - exp(-p / a)) / (1 - exp(-1 / a))
 
-with a = A / P_max set by the nonlinearity label NL, defined here as
-NL = 10 * max_p |f_a(p) - p| (the largest deviation from a linear ramp in units of 10 % of the
-range; this reproduces NeuroSim's NL -> A/P_max table to about 1 %). NL = 0 is linear.
+with a = A / P_max set by the nonlinearity label NL through NeuroSim's own mapping
+(`getParamA` in NeuroSim's formula.cpp, a 900-entry table for NL = 0.01 ... 9.00). That table is
+the closed form NL = (10 / sqrt(0.98)) * max_p (f_a(p) - p): the largest deviation of the curve
+from a linear ramp, in units of 10 % of the range, times 1/sqrt(0.98) = 1.0102. This module
+evaluates the closed form, which reproduces every table entry checked to its six printed digits
+(tests/test_response.py); between entries it is smooth where NeuroSim truncates the label to
+0.01, below 0.01 it continues to the linear curve (NeuroSim clamps to its 0.01 entry) and above
+9 it extends the same definition up to ~9.8 (NeuroSim clamps to 9). NL = 0 is linear.
 Sign convention (NeuroSim's labels): a positive LTP label and a negative LTD label both mean
 the usual saturating curve, steps shrinking as the device nears the bound it moves toward.
 """
@@ -26,27 +31,37 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Array = NDArray[np.float64]
 
-#: a = A/P_max above this is treated as linear (NL < ~1e-4).
+#: a = A/P_max above this is treated as linear (|NL| < ~1.3e-6).
 _A_LINEAR = 1e6
-_P_GRID = np.linspace(0.0, 1.0, 1001)
+#: NeuroSim's label scale: NL = NL_SCALE * max_p (f_a(p) - p) (fits its table to 6 digits).
+NL_SCALE = 10.0 / float(np.sqrt(0.98))
 
 
-def _nl_of_a_positive(a: float) -> float:
-    f = np.expm1(-_P_GRID / a) / np.expm1(-1.0 / a)
-    return float(10.0 * np.max(np.abs(f - _P_GRID)))
+def _max_deviation(a: Array) -> Array:
+    """max_p (f_a(p) - p) for a > 0, in closed form: f_a'(p) = 1 at p* = -a ln(a (1 - e^{-1/a}))."""
+    den = -np.expm1(-1.0 / a)
+    p_star = np.clip(-a * np.log(a * den), 0.0, 1.0)
+    return -np.expm1(-p_star / a) / den - p_star
 
 
-# Tabulate |NL| as a function of a > 0 once (monotone decreasing in a), then invert by interp.
-_A_TABLE = np.geomspace(0.005, _A_LINEAR, 600)
-_NL_TABLE = np.array([_nl_of_a_positive(a) for a in _A_TABLE])
-_NL_MAX = float(_NL_TABLE[0])
+def _nl_of_a_positive(a: Array) -> Array:
+    return NL_SCALE * _max_deviation(a)
+
+
+# |NL| is monotone decreasing in a > 0; tabulate log|NL| against log a densely once and invert
+# by interpolation (log-log is nearly linear at both ends; the inverse is within 2e-7 of the
+# closed form).
+_LOG_A = np.linspace(np.log(0.005), np.log(_A_LINEAR), 20001)
+_LOG_NL = np.log(_nl_of_a_positive(np.exp(_LOG_A)))
+_NL_MAX = float(np.exp(_LOG_NL[0]))
+_NL_MIN = float(np.exp(_LOG_NL[-1]))
 
 
 def nl_to_a(nl: ArrayLike) -> Array:
     """Signed curvature a = A/P_max for a nonlinearity label (vectorised).
 
     Positive NL gives a > 0 (concave, saturating); negative NL gives a < 0 (convex).
-    |NL| below ~1e-4 maps to a linear curve.
+    |NL| below ~1.3e-6 maps to the (numerically) linear curve a = 1e6.
     """
     nl_arr = np.asarray(nl, dtype=np.float64)
     if not np.all(np.isfinite(nl_arr)):
@@ -54,17 +69,17 @@ def nl_to_a(nl: ArrayLike) -> Array:
     mag = np.abs(nl_arr)
     if np.any(mag > _NL_MAX):
         raise ValueError(f"|NL| must be <= {_NL_MAX:.2f}, got {float(mag.max()):g}")
-    # interp needs increasing x: NL table decreases with a, so flip both.
-    log_a = np.interp(mag, _NL_TABLE[::-1], np.log(_A_TABLE[::-1]))
-    a = np.exp(log_a)
+    # interp needs increasing x: log|NL| decreases with log a, so flip both.
+    log_nl = np.log(np.maximum(mag, _NL_MIN))
+    a = np.exp(np.interp(log_nl, _LOG_NL[::-1], _LOG_A[::-1]))
     return np.where(nl_arr < 0, -a, a)
 
 
 def a_to_nl(a: ArrayLike) -> Array:
     """Inverse of `nl_to_a`: the NL label of a signed curvature a = A/P_max."""
     a_arr = np.asarray(a, dtype=np.float64)
-    mag = np.clip(np.abs(a_arr), _A_TABLE[0], _A_TABLE[-1])
-    nl = np.interp(np.log(mag), np.log(_A_TABLE), _NL_TABLE)
+    mag = np.clip(np.abs(a_arr), np.exp(_LOG_A[0]), _A_LINEAR)
+    nl = _nl_of_a_positive(mag)
     return np.where(a_arr < 0, -nl, nl)
 
 

@@ -266,8 +266,10 @@ class ProtocolFile(Strict):
     description: str = Field(default="", max_length=2000)
     preset: str | None = Field(
         default=None,
-        max_length=64,
-        description="the simulator preset this protocol is written for (default of --preset)",
+        min_length=1,
+        max_length=4096,
+        description="the simulator preset (a name, or a preset file path) this protocol is "
+        "written for (default of --preset)",
     )
     pulses: PulsePair
     read: ReadSpec = Field(default_factory=ReadSpec)

@@ -133,10 +133,24 @@ class DeviceToDevice(BaseModel):
     g_min_rel_sigma: float = Field(default=0.0, ge=0.0, le=0.33, description="of G_min (R_off)")
     g_max_rel_sigma: float = Field(default=0.0, ge=0.0, le=0.33, description="of G_max (R_on)")
     v_threshold_rel_sigma: float = Field(default=0.0, ge=0.0, le=0.33, description="VTEAM only")
+    up_down_sigma: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=0.33,
+        description="soft bounds only: None draws the SET and RESET steps independently; a "
+        "number draws one step factor (states_rel_sigma) for both and splits it as "
+        "(1 + u) up, (1 - u) down, u ~ N(0, up_down_sigma) (aihwkit's dw_min_dtod, up_down_dtod)",
+    )
 
 
 class CycleToCycle(BaseModel):
-    """Cycle-to-cycle write noise: N(0, sigma^2) per pulse, sigma * sqrt(n) for n pulses.
+    """Cycle-to-cycle write noise, drawn per plan for each pulsed device.
+
+    `form="additive"` (default; NeuroSim's form, aihwkit's with `mult_noise=False`): N(0,
+    sigma^2) per pulse in fractions of the window, sigma * sqrt(n) for n pulses.
+    `form="multiplicative"` (aihwkit's `mult_noise=True`): each pulse's mean step d_k is
+    scaled by (1 + sigma * xi_k), so n pulses add N(0, sigma^2 * sum_k d_k^2): the noise
+    shrinks with the step, e.g. near a soft bound.
 
     `sampling="exact"` (default) draws fresh deviates for every plan. "buffered" serves them
     from a pre-drawn Gaussian buffer at a random offset and sign per use (redrawn every
@@ -146,9 +160,21 @@ class CycleToCycle(BaseModel):
 
     model_config = _FROZEN
 
-    sigma: float = Field(default=0.0, ge=0.0, lt=0.5, description="fraction of range per pulse")
+    sigma: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=10.0,
+        description="additive: fraction of range per pulse (< 0.5); multiplicative: of the step",
+    )
+    form: Literal["additive", "multiplicative"] = "additive"
     sampling: Literal["buffered", "exact"] = "exact"
     buffer_reuse: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _range(self) -> CycleToCycle:
+        if self.form == "additive" and self.sigma >= 0.5:
+            raise ValueError(f"additive sigma must be < 0.5 of the range, got {self.sigma:g}")
+        return self
 
 
 class Readout(BaseModel):
@@ -256,6 +282,11 @@ class DeviceConfig(BaseModel):
     description: str = ""
     source: str = ""
     uncertain: tuple[str, ...] = Field(default=(), description="values not checked at source")
+    sources: tuple[tuple[str, str], ...] = Field(
+        default=(),
+        description="where each number comes from: (what, source) pairs, e.g. "
+        "('set_pulse', 'NeuroSim Cell.cpp RealDevice'); a mapping is accepted",
+    )
     model: DeviceModel
     set_pulse: PulseShape
     reset_pulse: PulseShape
@@ -271,6 +302,13 @@ class DeviceConfig(BaseModel):
     initial: InitialState = Field(
         default="min", description="initial state: G_min, G_max, mid-range or a fraction"
     )
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources_mapping(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return tuple((str(k), str(v)) for k, v in value.items())
+        return value
 
     @field_validator("set_pulse")
     @classmethod
@@ -298,7 +336,15 @@ class DeviceConfig(BaseModel):
                 f"reset_pulse amplitude {self.reset_pulse.amplitude_v:g} V is not above the "
                 f"RESET threshold {self.threshold_reset_v:g} V"
             )
+        if self.d2d.up_down_sigma is not None and not isinstance(self.model, SoftBoundsModel):
+            raise ValueError(
+                f"d2d.up_down_sigma applies to the soft-bounds model only, not {self.model.kind!r}"
+            )
         return self
+
+    def source_of(self, what: str) -> str:
+        """Where the number(s) named `what` come from ('' when the preset does not say)."""
+        return dict(self.sources).get(what, "")
 
     # -- derived ----------------------------------------------------------------------------
     @property
@@ -334,7 +380,14 @@ class DeviceConfig(BaseModel):
 
     def digest(self) -> str:
         """Stable hash of the physics (not the labels), to match snapshots to their device."""
-        data = self.model_dump(mode="json", exclude={"name", "description", "source", "uncertain"})
+        labels = {"name", "description", "source", "uncertain", "sources"}
+        data = self.model_dump(mode="json", exclude=labels)
+        # Options added later enter the digest only when used, so a configuration that does
+        # not use them keeps the digest (and the snapshots) it had before they existed.
+        if data["c2c"]["form"] == "additive":
+            del data["c2c"]["form"]
+        if data["d2d"]["up_down_sigma"] is None:
+            del data["d2d"]["up_down_sigma"]
         if self.readout.format == "float64":  # digests from before the read formats existed
             for key in ("format", "format_read_v"):
                 data["readout"].pop(key)

@@ -468,6 +468,10 @@ class SimulatedCrossbar(CrossbarBackend):
             xinf += terms0.xinf
         if factor is not None:
             t *= factor
+        c2c = self.config.c2c
+        mult_var: F64 | None = None
+        if noise and c2c.sigma > 0.0 and c2c.form == "multiplicative":
+            mult_var = self._step_square_sum(items, t, xinf)
         # A convex curve (lam > 0) driven far past its bound overflows to +-inf, which the
         # final clip turns into the bound; x - x_inf is never 0 there (x_inf lies outside
         # [0, 1]), so no inf * 0 arises.
@@ -476,8 +480,11 @@ class SimulatedCrossbar(CrossbarBackend):
             np.subtract(x, xinf, out=tmp)
             tmp *= t
             x += tmp
-        sigma = self.config.c2c.sigma if noise else 0.0
-        if sigma > 0.0:
+        sigma = c2c.sigma if noise else 0.0
+        if mult_var is not None:
+            z, sign = self._noise.draw(self._n)
+            x += (sign * sigma) * (np.sqrt(mult_var) * z).astype(np.float32)
+        elif sigma > 0.0:
             n = self._buf("n")
             if pulses is not None:
                 np.multiply(pulses, np.float32(sigma * sigma), out=n)
@@ -502,6 +509,26 @@ class SimulatedCrossbar(CrossbarBackend):
             else:
                 x -= n
         np.clip(x, 0.0, 1.0, out=x)
+
+    def _step_square_sum(
+        self, items: list[tuple[F32, ShapeTerms, tuple[float, float]]], t: F32, xinf: F32
+    ) -> F64:
+        """sum_k d_k^2 of the n mean steps each device is about to take (multiplicative C2C).
+
+        With r = e^lam per pulse, d_k = (x - x_inf)(r - 1) r^k, so the sum is
+        (x - x_inf)^2 tanh(lam / 2) expm1(2 n lam), with n lam = t (endurance included).
+        Computed in float64 before the update; devices without pulses get 0.
+        """
+        n = np.zeros(self._n)
+        for f, terms, _ in items:
+            n += f if terms.gate is None else f * terms.gate
+        t64 = t.astype(np.float64)
+        per_pulse = np.divide(t64, n, out=np.zeros(self._n), where=n > 0)
+        d = self._x.astype(np.float64) - xinf.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            var = d * d * np.tanh(0.5 * per_pulse) * np.expm1(2.0 * t64)
+        # A convex curve run past its bound overflows; the clip that follows ends it there.
+        return np.nan_to_num(np.maximum(var, 0.0), posinf=0.0)
 
 
 def _disjoint(counts: list[F32]) -> bool:

@@ -143,12 +143,15 @@ def build_devices(cfg: DeviceConfig, n: int, rng: np.random.Generator) -> Device
             lam_reset=lam_dn.astype(np.float32),
         )
     if isinstance(model, SoftBoundsModel):
-        up = np.clip(
-            model.step_up * (1.0 + d2d.states_rel_sigma * truncated_normal(rng, n)), 1e-9, 0.99
-        )
-        dn = np.clip(
-            model.step_down * (1.0 + d2d.states_rel_sigma * truncated_normal(rng, n)), 1e-9, 0.99
-        )
+        if d2d.up_down_sigma is None:  # independent spreads of the two steps
+            f_up = 1.0 + d2d.states_rel_sigma * truncated_normal(rng, n)
+            f_dn = 1.0 + d2d.states_rel_sigma * truncated_normal(rng, n)
+        else:  # aihwkit's form: one step factor, split by an up/down asymmetry u
+            common = 1.0 + d2d.states_rel_sigma * truncated_normal(rng, n)
+            u = d2d.up_down_sigma * truncated_normal(rng, n)
+            f_up, f_dn = common * (1.0 + u), common * (1.0 - u)
+        up = np.clip(model.step_up * f_up, 1e-9, 0.99)
+        dn = np.clip(model.step_down * f_dn, 1e-9, 0.99)
         return DeviceArrays(
             g_map="linear",
             lo=g_min,

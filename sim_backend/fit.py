@@ -82,3 +82,40 @@ def mean_response(cfg: DeviceConfig) -> NeuroSimResponse:
         nl_ltp=nl_ltp,
         nl_ltd=nl_ltd,
     )
+
+
+def _measurable_direction(states: float, label: float, sign: float) -> tuple[int, float]:
+    """(states, label) of one NeuroSim direction as a pulse-train measurement resolves it.
+
+    A curve that covers 99 % of its window long before its last pulse moves by less than 1 %
+    over the remaining pulses, which no noisy measurement can place: its state count is the
+    pulses to 99 % and its label that of the curve up to there (the convention of the fits
+    above and of `characterize`). Curves reaching 99 % within the last 10 % of their pulses
+    keep their nominal values.
+    """
+    n = max(2, round(states))
+    rise = curve(np.arange(n + 1) / n, nl_to_a(sign * label))
+    k99 = int(np.argmax(rise >= _COVER))
+    if k99 >= n - max(3, 0.1 * k99):
+        return n, label
+    return _fit_direction(rise, sign)
+
+
+@functools.lru_cache(maxsize=64)
+def measurable_response(cfg: DeviceConfig) -> NeuroSimResponse:
+    """The NeuroSim response `characterize` (and `mrnn-hil devices fit`) should recover from a
+    noiseless-on-average measurement of `cfg`: `mean_response`, with strongly saturating
+    NeuroSim curves replaced by their resolvable part (`_measurable_direction`)."""
+    resp = mean_response(cfg)
+    if not isinstance(cfg.model, NeuroSimModel):
+        return resp
+    states_ltp, nl_ltp = _measurable_direction(cfg.model.states_ltp, cfg.model.nl_ltp, 1.0)
+    states_ltd, nl_ltd = _measurable_direction(cfg.model.states_ltd, cfg.model.nl_ltd, -1.0)
+    return resp.model_copy(
+        update={
+            "states_ltp": states_ltp,
+            "states_ltd": states_ltd,
+            "nl_ltp": nl_ltp,
+            "nl_ltd": nl_ltd,
+        }
+    )

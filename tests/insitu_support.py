@@ -51,6 +51,14 @@ def small_config(tmp: Path, **over: Any) -> Path:
         "seed": 3,
         "training": {"patterns": str(patterns), "epochs": 6, "mode": "denoising"},
         "backend": {"preset": "epiram"},
+        # EpiRAM's +5 V / -3 V pulses (and ISPP to 1.5x) on any backend: the simulator's own
+        # limits for the preset, stated so that an instrument run (whose base is the built-in
+        # 3 V) gets the same envelope, raised on purpose.
+        "limits": {
+            "max_set_v": 7.5,
+            "max_reset_v": 4.5,
+            "allow_raise": ["max_set_v", "max_reset_v"],
+        },
         "programming": {"max_iterations": 6},
         "evaluation": {"samples": 20, "curve_samples": 4, "every_epochs": 2},
         "run": {"checkpoint_every": 5},

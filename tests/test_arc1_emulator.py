@@ -24,8 +24,8 @@ from sim_backend.readout import resistance_f32
 FAST = {"reset_wait_s": 0.0, "write_delay_s": 0.0, "timeout_s": 0.5, "version_timeout_s": 0.2}
 
 
-def core(rows: int = 3, cols: int = 4, **kw: object) -> Arc1Core:
-    return Arc1Core(make_array(rows, cols, preset="epiram", seed=2), **kw)  # type: ignore[arg-type]
+def core(rows: int = 3, cols: int = 4, preset: str = "epiram", **kw: object) -> Arc1Core:
+    return Arc1Core(make_array(rows, cols, preset=preset, seed=2), **kw)  # type: ignore[arg-type]
 
 
 def init(c: Arc1Core, words: int = 3, bits: int = 4, sneak: int = 1) -> bytes:
@@ -102,7 +102,7 @@ def test_the_old_firmware_mode_does_not_answer_the_version_query() -> None:
 
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 def test_the_driver_over_a_pty_and_a_loopback_socket(transport: str) -> None:
-    c = core()
+    c = core(preset="ideal")  # 2 V moves it (EpiRAM's thresholds are 3.75 / 2.25 V)
     with (
         Arc1Emulator(c, transport=transport) as emu,
         open_backend("arc1", emu.url, 3, 4, limits=SafetyLimits(), **FAST) as be,
@@ -138,7 +138,7 @@ def test_mrnn_hil_emulate_arc1_as_a_process(transport: list[str], tmp_path: Path
     log = tmp_path / "pulses.csv"
     proc = subprocess.Popen(
         [sys.executable, "-m", "hil.cli", "emulate", "arc1", *transport, "--rows", "2",
-         "--cols", "3", "--preset", "epiram", "--reset-time", "0", "--duration", "60",
+         "--cols", "3", "--preset", "ideal", "--reset-time", "0", "--duration", "60",
          "--log", str(log)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),

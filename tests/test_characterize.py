@@ -245,20 +245,21 @@ def test_an_experiment_over_the_run_budget_is_refused_before_its_first_pulse(
 def test_compliance_is_checked_at_the_highest_expected_conductance_before_any_pulse(
     tmp_path: Path,
 ) -> None:
-    # 2 V at the accepted G_max of 1.15e-5 S draws 23 uA; the devices start near 1 uS.
-    protocol = load_protocol(_taox_with(tmp_path, {"compliance_a": 2.0e-5}, 1.15e-5))
+    # 1.6 V at the accepted G_max of 1.15e-5 S draws 18.4 uA (16 uA at the preset's 1e-5 S);
+    # the devices start near 1 uS.
+    protocol = load_protocol(_taox_with(tmp_path, {"compliance_a": 1.7e-5}, 1.15e-5))
     with SimulatedCrossbar(2, 2, preset="taox_hfox", seed=1, limits=protocol.limits) as array:
-        with pytest.raises(InputError, match=r"1.15e-05 S.*compliance_a=2e-05"):
+        with pytest.raises(InputError, match=r"1.15e-05 S.*compliance_a=1.7e-05"):
             characterize(array, protocol, devices=4, cycles=1)
         assert not array.pulse_counts.any()
 
 
 def test_each_pulse_is_checked_at_the_latest_read(tmp_path: Path) -> None:
-    # Device-to-device spread takes some devices above the nominal 1e-5 S; 2 V at 1.05e-5 S
+    # Device-to-device spread takes some devices above the nominal 1e-5 S; 1.6 V at 1.05e-5 S
     # is the compliance, so the train must stop at the first read above it.
-    protocol = load_protocol(_taox_with(tmp_path, {"compliance_a": 2.1e-5}, None))
+    protocol = load_protocol(_taox_with(tmp_path, {"compliance_a": 1.68e-5}, None))
     with SimulatedCrossbar(2, 2, preset="taox_hfox", seed=0, limits=protocol.limits) as array:
-        with pytest.raises(InputError, match=r"would draw .* over compliance_a=2.1e-05"):
+        with pytest.raises(InputError, match=r"would draw .* over compliance_a=1.68e-05"):
             characterize(array, protocol, devices=4, cycles=2)
         assert array.pulse_counts.any()
 

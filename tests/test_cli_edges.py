@@ -43,6 +43,8 @@ def dry_train(tmp_path: Path, stream: str, *extra: str) -> subprocess.CompletedP
         "serial",
         "--port",
         "/dev/ttyUSB-not-there",
+        "--preset",  # pulses inside the built-in limits an instrument run has by default
+        "taox_hfox",
         "--dry-run",
         stream,
         "--patterns",

@@ -75,8 +75,8 @@ def test_a_yaml_alias_bomb_is_refused_by_validate_and_train(tmp_path: Path) -> N
 def test_yaml_aliases_that_stay_small_are_still_read(tmp_path: Path) -> None:
     # Anchors are a normal YAML feature: a pulse shared by SET and RESET passes the cap.
     data = yaml.safe_load((library_dir() / "epiram.yaml").read_text())
-    text = yaml.safe_dump(data).replace("width_s: 1.0e-07", "width_s: &w 1.0e-07", 1)
-    text = text.replace("width_s: 1.0e-07", "width_s: *w")
+    text = yaml.safe_dump(data).replace("width_s: 5.0e-06", "width_s: &w 5.0e-06", 1)
+    text = text.replace("width_s: 5.0e-06", "width_s: *w")
     assert "*w" in text
     proto = tmp_path / "anchored.yaml"
     proto.write_text(text)

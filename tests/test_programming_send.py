@@ -17,7 +17,9 @@ from protocols.response import DeviceResponse
 from protocols.spec import PulsePair, WriteVerifyScheme
 from sim_backend.crossbar import SimulatedCrossbar
 
-ROOMY = SafetyLimits(max_energy_per_update_j=1.0, compliance_a=0.1)
+ROOMY = SafetyLimits(  # room for EpiRAM's +5 V / -3 V pulses and their ISPP steps
+    max_set_v=7.5, max_reset_v=4.5, max_energy_per_update_j=1.0, compliance_a=0.1
+)
 SCHEME = WriteVerifyScheme(
     kind="write_verify",
     tolerance_frac=0.03,

@@ -121,17 +121,18 @@ def envelope(**kw: object):  # type: ignore[no-untyped-def]
 
 def test_a_scheme_override_climbing_past_the_effective_limits_is_refused() -> None:
     ispp = WriteVerifyScheme(kind="write_verify", v_step_v=2.0, max_ispp_steps=10)
-    with pytest.raises(InputError, match=r"ISPP reaches 22 V SET .* limits.max_set_v = 3 V"):
+    # TaOx/HfOx's 1.6 V nominal pulse plus 10 steps of 2 V, against its protocol's 2.4 V.
+    with pytest.raises(InputError, match=r"ISPP reaches 21\.6 V SET .* limits\.max_set_v = 2\.4 V"):
         envelope(scheme=ispp)
     raised = override(max_set_v=20.0, max_reset_v=20.0, allow_raise=["max_set_v", "max_reset_v"])
-    with pytest.raises(InputError, match="ISPP reaches 22 V"):
+    with pytest.raises(InputError, match=r"ISPP reaches 21\.6 V"):
         envelope(scheme=ispp, override=raised)
 
 
 def test_a_bias_scheme_is_checked_against_the_merged_half_select_limit() -> None:
-    base = TAOX.limits.safety_limits().model_copy(update={"max_half_select_v": 0.9})
+    base = TAOX.limits.safety_limits().model_copy(update={"max_half_select_v": 0.7})
     v2 = ProportionalScheme(kind="proportional", bias="v2")
-    with pytest.raises(InputError, match="puts 1 V on half-selected devices"):
+    with pytest.raises(InputError, match=r"puts 0\.8 V on half-selected devices"):
         envelope(base_limits=base, scheme=v2, override=override(compliance_a=5e-4))
     assert envelope(base_limits=base, scheme=v2.model_copy(update={"bias": "v3"})).read_v == 0.1
 
@@ -165,7 +166,7 @@ def test_a_read_that_could_disturb_the_devices_is_refused(
 # -- the read voltage in the backend contract --------------------------------------------------
 def test_the_simulator_refuses_a_disturbing_read_voltage_and_reports_its_own() -> None:
     with pytest.raises(LimitViolation, match=r"switching threshold 1\.2 V"):
-        SimulatedCrossbar(2, 2, preset="epiram", read_v=1.5)
+        SimulatedCrossbar(2, 2, preset="taox_hfox", read_v=1.5)
     with SimulatedCrossbar(2, 2, preset="epiram", read_v=0.2) as array:
         assert array.info().read_v == 0.2
         with pytest.raises(LimitViolation, match=r"max_set_v = 0\.5 V"):
@@ -216,10 +217,10 @@ def test_widths_and_amplitudes_beyond_the_backend_are_named() -> None:
     ispp = WriteVerifyScheme(kind="write_verify", v_step_v=0.1, max_ispp_steps=5)
     env = envelope(scheme=ispp)
     need = requirements(env)
-    assert need.max_set_v == pytest.approx(2.5) and need.bias == ("none",)
+    assert need.max_set_v == pytest.approx(2.1) and need.bias == ("none",)  # 1.6 V + 5 x 0.1
     with pytest.raises(InputError, match=r"at least 5e-05 s wide") as err:
-        check_compatible(env, info(min_width_s=5e-5, max_abs_v=2.2))
-    assert "may send 2.5 V" in str(err.value) and "to 2.2 V" in str(err.value)
+        check_compatible(env, info(min_width_s=5e-5, max_abs_v=1.9))
+    assert "may send 2.1 V" in str(err.value) and "to 1.9 V" in str(err.value)
     check_compatible(env, info(min_width_s=1e-9, max_abs_v=6.0, max_width_s=1.0))
 
 
@@ -252,7 +253,7 @@ def test_the_journal_names_what_changed_since_the_run_began(tmp_path: Path) -> N
         assert journal.origin_changes(config, text) == []
         edited = {**config, "limits": {"max_set_v": 5.9}}
         assert journal.origin_changes(edited, text) == ["config fields changed: limits.max_set_v"]
-        other = text.replace("max_set_v: 3.0", "max_set_v: 5.9")
+        other = text.replace("max_set_v: 2.4", "max_set_v: 5.9")
         parse = lambda t: {"limits": {"max_set_v": 5.9 if "5.9" in t else 3.0}}  # noqa: E731
         (change,) = journal.origin_changes(config, other, parse)
         assert change == "the protocol file's content changed (limits.max_set_v)"

@@ -105,12 +105,13 @@ def test_a_raise_must_name_each_field_and_is_logged_and_capped(
 ) -> None:
     """The opt-in names each raised field; it is logged on stderr and in the journal, and
     the raised value still binds (ISPP climbs to it, never past it)."""
-    protocol = protocol_file(tmp_path, limits={"max_set_v": 2.2, "max_reset_v": 2.2})
+    # TaOx/HfOx pulses at 1.6 V; the protocol caps them at 1.8 V, the run raises that to 2.2.
+    protocol = protocol_file(tmp_path, limits={"max_set_v": 1.8, "max_reset_v": 1.8})
     stream = tmp_path / "stream.txt"
     out = tmp_path / "run"
     args = ("--protocol", str(protocol), "--backend", "serial", "--dry-run", str(stream))
     config: dict[str, Any] = {
-        "limits": {"max_set_v": 2.6, "max_reset_v": 2.6, "allow_raise": ["max_set_v"]},
+        "limits": {"max_set_v": 2.2, "max_reset_v": 2.2, "allow_raise": ["max_set_v"]},
         "scheme": {"kind": "write_verify", "v_step_v": 0.1, "max_ispp_steps": 6},
     }
     assert train(tmp_path, *args, "--out", str(out), config=config) == 2
@@ -118,16 +119,16 @@ def test_a_raise_must_name_each_field_and_is_logged_and_capped(
     assert not stream.exists() and not out.exists()
     config["limits"]["allow_raise"] = ["max_set_v", "max_reset_v"]
     assert train(tmp_path, *args, "--out", str(out), config=config) == 0
-    assert "max_set_v 2.2 -> 2.6, max_reset_v 2.2 -> 2.6" in capsys.readouterr().err
+    assert "max_set_v 1.8 -> 2.2, max_reset_v 1.8 -> 2.2" in capsys.readouterr().err
     seen = serial_stream(stream.read_text())
-    assert 2.2 < max(seen.top_set_v, seen.top_reset_v) <= 2.6 + 1e-12
+    assert 1.8 < max(seen.top_set_v, seen.top_reset_v) <= 2.2 + 1e-12
     with sqlite3.connect(out / "journal.sqlite") as db:
         (raised,) = db.execute("SELECT value FROM meta WHERE key = 'limits_raised'").fetchone()
         (event,) = db.execute("SELECT message FROM events WHERE kind = 'limits'").fetchone()
-    assert json.loads(raised) == ["max_set_v 2.2 -> 2.6", "max_reset_v 2.2 -> 2.6"]
+    assert json.loads(raised) == ["max_set_v 1.8 -> 2.2", "max_reset_v 1.8 -> 2.2"]
     assert "allow_raise" in event
     pinned = json.loads((out / "config.json").read_text())["limits"]
-    assert pinned["max_set_v"] == 2.6 and pinned["allow_raise"] == ["max_set_v", "max_reset_v"]
+    assert pinned["max_set_v"] == 2.2 and pinned["allow_raise"] == ["max_set_v", "max_reset_v"]
 
 
 # -- a partial override keeps every other field ------------------------------------------------
@@ -135,9 +136,10 @@ def test_partial_override_keeps_the_protocols_half_select_limit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`limits: {compliance_a: ...}` once reset the protocol's max_half_select_v, and V/2
-    plans went out at 1 V on half-selected cells. The override now merges field by field,
-    so the V/2 scheme of the run config is refused against the protocol's 0.9 V."""
-    protocol = protocol_file(tmp_path, limits={"max_half_select_v": 0.9})
+    plans went out at 0.8 V (half of TaOx/HfOx's 1.6 V) on half-selected cells. The override
+    now merges field by field, so the V/2 scheme of the run config is refused against the
+    protocol's 0.7 V."""
+    protocol = protocol_file(tmp_path, limits={"max_half_select_v": 0.7})
     stream = tmp_path / "stream.txt"
     config = {
         "limits": {"compliance_a": 0.0005},
@@ -149,8 +151,8 @@ def test_partial_override_keeps_the_protocols_half_select_limit(
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "max_half_select_v = 0.9" in err
-    assert not stream.exists() or serial_stream(stream.read_text()).half_select_v() <= 0.9
+    assert "max_half_select_v = 0.7" in err
+    assert not stream.exists() or serial_stream(stream.read_text()).half_select_v() <= 0.7
 
 
 def test_partial_override_is_merged_into_the_resolved_config(tmp_path: Path) -> None:
@@ -161,7 +163,7 @@ def test_partial_override_is_merged_into_the_resolved_config(tmp_path: Path) -> 
     limits = json.loads((out / "config.json").read_text())["limits"]
     assert limits["compliance_a"] == 0.0005
     assert limits["max_half_select_v"] == 0.9  # the protocol's, kept
-    assert limits["max_set_v"] == 3.0
+    assert limits["max_set_v"] == 2.4  # the protocol's (1.5 x TaOx/HfOx's 1.6 V)
 
 
 # -- resume under the config and protocol the run started with ---------------------------
@@ -205,7 +207,7 @@ def test_resume_refuses_an_edited_config_json_naming_the_fields(
     run = killed_run(tmp_path, base_config(tmp_path, LIBRARY / "taox_hfox.yaml"))
     sent = plans(run)
     config = json.loads((run / "config.json").read_text())
-    config["limits"]["max_set_v"] = 2.5
+    config["limits"]["max_set_v"] = 2.2  # tighter than the protocol's 2.4
     config["scheme"] = {"kind": "manhattan"}
     (run / "config.json").write_text(json.dumps(config))
     assert main(["train", "--resume", str(run), "--quiet"]) == 2

@@ -148,7 +148,7 @@ def test_initial_state_and_info() -> None:
     assert info.kind == "sim" and info.supports_mvm and info.supports_snapshot
     assert info.details["preset"] == "taox_hfox"
     assert info.details["threshold_set_v"] == PRESET.threshold_set_v
-    assert info.details["set_pulse"] == {"amplitude_v": 2.0, "width_s": 50e-9}
+    assert info.details["set_pulse"] == {"amplitude_v": 1.6, "width_s": 50e-9}  # the device file's
 
 
 def test_default_limits_admit_the_nominal_pulses() -> None:

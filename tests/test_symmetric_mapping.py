@@ -120,7 +120,9 @@ def test_the_32_unit_glyphs() -> None:
 
 
 def test_a_board_too_small_says_what_fits(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--backend", "arc1", "--port", "/dev/null", "--quiet"]) == 2
+    # TaOx/HfOx: pulses inside the built-in limits, so the board's size is what is refused
+    args = ["train", "--backend", "arc1", "--port", "/dev/null", "--preset", "taox_hfox"]
+    assert main([*args, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "needs a 100 x 200 block of devices; the board is 32 x 32" in err
@@ -136,7 +138,9 @@ def test_a_smaller_network_runs_on_a_block_of_the_board(tmp_path: Path) -> None:
     stream = out / "s.txt"
     q = out / "q.yaml"
     q.write_text("evaluation: {samples: 2, curve_samples: 1}\n")
-    args = ["train", "--backend", "arc1", "--dry-run", str(stream), "--patterns", str(pat),
+    # PCMO's 2 V, 100 ns pulses fit the built-in limits and the ArC ONE's 90 ns minimum
+    args = ["train", "--backend", "arc1", "--preset", "pcmo", "--dry-run", str(stream),
+            "--patterns", str(pat),
             "--epochs", "1", "--quiet", "--config", str(q), "--out", str(out / "run")]  # fmt: skip
     assert main(args) == 0
     body = [line for line in stream.read_text().splitlines() if not line.startswith("#")]
@@ -155,7 +159,8 @@ def test_the_simulator_reports_reads_as_the_boards_do() -> None:
     np.testing.assert_array_equal(r32.read(), 1.0 / resistance_f32(exact).astype(np.float64))
     np.testing.assert_array_equal(i32.read(), current_f32(exact, 0.3).astype(np.float64) / 0.3)
     assert not np.array_equal(r32.read(), exact)
-    # a checkpoint taken before the read formats existed still matches its device
+    # a checkpoint taken before the read formats existed still matches its device (the
+    # ideal preset's digest from then; EpiRAM's changed with its cited pulses and states)
+    assert SimulatedCrossbar(1, 1, preset="ideal").config.digest() == "340c387b66b5f972"
     plain = SimulatedCrossbar(1, 1, preset="epiram").config
-    assert plain.digest() == "19596d311147dcea"
     assert r32.config.digest() != plain.digest()

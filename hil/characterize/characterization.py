@@ -295,8 +295,8 @@ def device_bounds(traces: Traces, sigma_read: float) -> tuple[F64, F64]:
         [traces.ltp.reshape(-1, k), traces.ltd.reshape(-1, k), traces.repeats.reshape(-1, k)]
     )
     band = 3.0 * sigma_read + 1e-12
-    hi_ext = allr.max(axis=0)
-    lo_ext = allr.min(axis=0)
+    hi_ext = np.nanmax(allr, axis=0)  # NaN: a read missing from a traces file
+    lo_ext = np.nanmin(allr, axis=0)
     hi = np.nanmedian(np.where(allr >= hi_ext * (1.0 - band), allr, np.nan), axis=0)
     lo = np.nanmedian(np.where(allr <= lo_ext * (1.0 + band), allr, np.nan), axis=0)
     return lo, hi

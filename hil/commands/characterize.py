@@ -55,9 +55,12 @@ def envelope_of(args: argparse.Namespace, protocol: ProtocolFile) -> Envelope:
     """The protocol's safety envelope (limits, read voltage), resolved as `train` does."""
     from sim_backend import PRESETS, get_preset
     from sim_backend.crossbar import switching_threshold
+    from sim_backend.presets import is_preset_file
 
-    preset = args.preset or protocol.preset
-    switching = switching_threshold(get_preset(preset)) if preset in PRESETS else None
+    preset: str | None = args.preset or protocol.preset
+    switching = None
+    if preset is not None and (preset in PRESETS or is_preset_file(preset)):
+        switching = switching_threshold(get_preset(preset))
     return resolve_envelope(
         pulses=protocol.pulses,
         base_limits=protocol.limits.safety_limits(),
@@ -157,7 +160,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("file", metavar="FILE", help="protocol file (YAML or JSON)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     parser.add_argument("--backend", default="sim", choices=KINDS)
-    parser.add_argument("--preset", default=None, help="simulator preset (default: the file's)")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="simulator preset or preset file (default: the protocol file's)",
+    )
     parser.add_argument(
         "--devices",
         type=_positive,
@@ -258,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
         plot_traces(traces, result, out / "traces.png").name,
         plot_histograms(result, out / "histograms.png").name,
     ]
+    from hil.characterize.raw_traces import write_traces
+
+    raw = [p.name for p in write_traces(out, traces, protocol.pulses)]
     extra = {
         "backend": {
             "kind": info.kind,
@@ -275,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
             "read_averages": protocol.read.averages,
         },
         "figures": figures,
+        "traces": raw,
     }
     _write_atomic(out / "characterization.json", to_json(result, protocol, extra))
     print(
@@ -291,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
     verdict = "PASS" if result.passed else "FAIL"
     print(
         f"{verdict}: {sum(v.passed for v in result.verdicts)}/{len(result.verdicts)} metrics "
-        f"within range; wrote {out / 'characterization.json'} and {', '.join(figures)}"
+        f"within range; wrote {out / 'characterization.json'}, {', '.join(figures)} and "
+        f"the raw traces {', '.join(raw)}"
     )
     return 0 if result.passed else 1

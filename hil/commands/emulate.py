@@ -43,7 +43,9 @@ def _positive(text: str) -> float:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, default=8, help="array rows (default 8)")
     p.add_argument("--cols", type=int, default=8, help="array columns (default 8)")
-    p.add_argument("--preset", default="ideal", help="simulator preset (mrnn-hil devices)")
+    p.add_argument(
+        "--preset", default="ideal", help="simulator preset or preset file (mrnn-hil devices)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated array")
     p.add_argument(
         "--latency", type=_positive, default=0.0, metavar="S", help="every reply waits S"

@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--backend", choices=("sim", "visa", "serial", "arc1", "arc2"), help="array to train on"
     )
-    p.add_argument("--preset", help="simulator preset (see `mrnn-hil devices`)")
+    p.add_argument("--preset", help="simulator preset or preset file (see `mrnn-hil devices`)")
     p.add_argument("--scheme", choices=SCHEME_NAMES, help="how dG becomes pulses")
     p.add_argument("--protocol", metavar="FILE", help="protocol file: pulses, limits, scheme")
     p.add_argument("--epochs", type=int, help="training epochs")

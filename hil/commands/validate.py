@@ -50,10 +50,11 @@ def highest_conductance(protocol: ProtocolFile) -> tuple[float, str] | None:
     if accepted is not None and accepted.max is not None:
         found.append((accepted.max, "acceptance.g_max_s.max"))
     if protocol.preset is not None:
-        from sim_backend.presets import PRESETS
+        from sim_backend.presets import PRESETS, get_preset, is_preset_file
 
-        if protocol.preset in PRESETS:
-            found.append((PRESETS[protocol.preset].g_max_s, f"preset {protocol.preset!r} G_max"))
+        if protocol.preset in PRESETS or is_preset_file(protocol.preset):
+            g_max = get_preset(protocol.preset).g_max_s  # a bad preset file: one-line error
+            found.append((g_max, f"preset {protocol.preset!r} G_max"))
     return max(found) if found else None
 
 

@@ -56,11 +56,15 @@ class DeviceModel:
 
 
 def _preset(name: str) -> Any:
+    """A built-in preset by name, or a preset file (`mrnn-hil devices fit`) by path."""
     from drivers.factory import check_preset
     from sim_backend import get_preset
 
     check_preset(name, "backend.preset")
-    return get_preset(name)
+    try:
+        return get_preset(name)
+    except InputError as exc:
+        raise InputError(f"backend.preset: {exc}") from None
 
 
 def read_option(cfg: RunConfig) -> float | None:
@@ -100,6 +104,7 @@ def device_model(cfg: RunConfig) -> DeviceModel:
         read_v = proto.read.voltage_v
         scheme: Scheme = cfg.scheme or proto.scheme
         source = f"protocol {cfg.protocol}"
+        base_source = source
     else:
         pulses = PulsePair(
             set=Pulse(
@@ -111,7 +116,14 @@ def device_model(cfg: RunConfig) -> DeviceModel:
                 width_s=float(preset.reset_pulse.width_s),
             ),
         )
-        base = SafetyLimits()
+        if cfg.backend.kind == "sim":  # the simulated device's own pulses must pass
+            from sim_backend import default_limits
+
+            base = default_limits(preset)
+            base_source = f"the simulator's limits for preset {cfg.backend.preset}"
+        else:  # an instrument without a protocol: the conservative built-in limits
+            base = SafetyLimits()
+            base_source = "the built-in limits"
         read_v = DEFAULT_READ_V
         scheme = cfg.scheme or ProportionalScheme(kind="proportional")
         source = f"preset {cfg.backend.preset}"
@@ -123,7 +135,7 @@ def device_model(cfg: RunConfig) -> DeviceModel:
         override=cfg.limits,
         read_override_v=read_option(cfg),
         switching_v=switching_threshold(preset),
-        base_source=source if cfg.protocol is not None else "the built-in limits",
+        base_source=base_source,
     )
     preflight(pulses, envelope.limits, response)
     return DeviceModel(response, envelope, f"{source}; {origin}", text)
