@@ -7,7 +7,7 @@ software trainer (hil.network.float_training) with the same seed, rule and train
 
 Usage: python bench/insitu_table.py [--epochs 100] [--presets ...] [--schemes ...]
        [--jobs 2] [--out runs/table]
-The presets x schemes cells are also a sweep file: `mrnn-hil sweep sweeps/in-situ-table.yaml`
+The presets x schemes cells are also a sweep file: `mrnn-hil sweep docs/sweeps/in-situ-table.yaml`
 (same configs, same numbers); `--presets` with no name prints the float row only.
 Prints a Markdown table; last line: one JSON object with every number.
 """

@@ -203,11 +203,12 @@ def test_unknown_names_and_missing_preset_files_are_one_line_errors(tmp_path) ->
 def test_the_protocol_library_is_what_its_generator_makes_of_the_presets() -> None:
     import subprocess
     import sys
-    from pathlib import Path
 
-    tool = Path(__file__).resolve().parents[1] / "tools" / "protocol_library.py"
     done = subprocess.run(
-        [sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "sim_backend.protocol_library", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("0 of 8 protocol files differ")

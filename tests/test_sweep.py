@@ -140,8 +140,8 @@ def test_the_repo_sweep_files_check_and_the_table_file_runs_the_table_configs() 
     from hil.insitu.run_config import validate_config
 
     root = Path(__file__).resolve().parent.parent
-    assert len(load_sweep(root / "sweeps" / "example.yaml").cells) == 12
-    spec = load_sweep(root / "sweeps" / "in-situ-table.yaml")
+    assert len(load_sweep(root / "docs" / "sweeps" / "example.yaml").cells) == 12
+    spec = load_sweep(root / "docs" / "sweeps" / "in-situ-table.yaml")
     where = importlib.util.spec_from_file_location(
         "insitu_table", root / "bench" / "insitu_table.py"
     )

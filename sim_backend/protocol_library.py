@@ -1,7 +1,7 @@
 """Regenerate the pulses, limits and acceptance ranges of protocols/library/*.yaml from the
 simulator presets, by the rules below (the rest of each file is kept as written).
 
-Usage: python tools/protocol_library.py [--check] [NAME ...]
+Usage: python -m sim_backend.protocol_library [--check] [NAME ...]
   (no option) rewrite the files;  --check: exit 1 if a file differs from what the rules give.
 
 Rules, per protocol (named after its preset):
@@ -24,18 +24,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from protocols.protocol_file import library_dir, parse_protocol  # noqa: E402
-from sim_backend.fit import measurable_response  # noqa: E402
-from sim_backend.presets import PRESETS  # noqa: E402
+from protocols.protocol_file import library_dir, parse_protocol
+from sim_backend.fit import measurable_response
+from sim_backend.presets import PRESETS
 
 
 def _up(value: float, step: float) -> float:
