@@ -1,4 +1,4 @@
-"""Pattern sets: the built-in 16 glyphs, user pattern files, and seeded corruption.
+"""Pattern sets: the built-in 16 letters, user pattern files, and seeded corruption.
 
 Patterns are ±1 arrays of shape (K, N) with a display shape (H, W), H * W = N. User files
 are either a text grid (`#` on, `.` off, a blank line between patterns, an optional
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from hil.network.font import BUILTIN_LETTERS, LETTERS26_TEXT
 from protocols.errors import InputError
 
 Array = NDArray[np.float64]
@@ -47,6 +48,14 @@ class PatternSet:
         """The patterns as (K, H, W) images."""
         return self.patterns.reshape(self.count, *self.shape)
 
+    def subset(self, names: tuple[str, ...] | list[str]) -> PatternSet:
+        """The patterns with these names, in the order given."""
+        missing = [name for name in names if name not in self.names]
+        if missing:
+            raise InputError(f"no pattern named {missing[0]!r} in the set")
+        idx = [self.names.index(name) for name in names]
+        return PatternSet(patterns=self.patterns[idx], names=tuple(names), shape=self.shape)
+
     def correlation(self) -> Array:
         """Pearson correlation matrix between patterns (the paper's Fig. 2, bottom)."""
         P = self.patterns - self.patterns.mean(axis=1, keepdims=True)
@@ -54,205 +63,6 @@ class PatternSet:
         norm[norm == 0.0] = 1.0
         P = P / norm[:, None]
         return np.clip(P @ P.T, -1.0, 1.0)
-
-
-# Sixteen capital letters drawn with 2-pixel strokes on a 10 x 10 grid. They share stems,
-# bowls and bars (E/F, P/R, C/D, H/N/M, U/V), so they are correlated the way the paper's
-# patterns are, while any two still differ in at least eight pixels. docs/reproduction.md
-# says how this subset of a 26-letter font was chosen and what it measures.
-BUILTIN_TEXT = """\
-[A]
-...####...
-..######..
-.##....##.
-.##....##.
-.##....##.
-.########.
-.########.
-.##....##.
-.##....##.
-.##....##.
-
-[C]
-..######..
-.########.
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.########.
-..######..
-
-[D]
-.######...
-.#######..
-.##...###.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##...###.
-.#######..
-.######...
-
-[E]
-.########.
-.########.
-.##.......
-.##.......
-.######...
-.######...
-.##.......
-.##.......
-.########.
-.########.
-
-[F]
-.########.
-.########.
-.##.......
-.##.......
-.######...
-.######...
-.##.......
-.##.......
-.##.......
-.##.......
-
-[H]
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.########.
-.########.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-
-[J]
-.########.
-.########.
-......##..
-......##..
-......##..
-......##..
-.##...##..
-.##...##..
-.######...
-..####....
-
-[L]
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.########.
-.########.
-
-[M]
-.##....##.
-.###..###.
-.########.
-.##.##.##.
-.##.##.##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-
-[N]
-.##....##.
-.###...##.
-.####..##.
-.##.#..##.
-.##.##.##.
-.##..#.##.
-.##..####.
-.##...###.
-.##....##.
-.##....##.
-
-[P]
-.#######..
-.########.
-.##....##.
-.##....##.
-.########.
-.#######..
-.##.......
-.##.......
-.##.......
-.##.......
-
-[R]
-.#######..
-.########.
-.##....##.
-.##....##.
-.########.
-.#######..
-.##..##...
-.##...##..
-.##....##.
-.##....##.
-
-[S]
-..######..
-.########.
-.##.......
-.##.......
-.#######..
-..#######.
-.......##.
-.......##.
-.########.
-..######..
-
-[U]
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.########.
-..######..
-
-[V]
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-..##..##..
-..##..##..
-...####...
-...####...
-....##....
-
-[X]
-.##....##.
-.##....##.
-..##..##..
-...####...
-....##....
-....##....
-...####...
-..##..##..
-.##....##.
-.##....##.
-"""
 
 
 def parse_text(text: str, source: str = "<text>") -> PatternSet:
@@ -381,9 +191,14 @@ def load_patterns(path: str | Path) -> PatternSet:
     return parse_text(text, str(path))
 
 
+def letters26() -> PatternSet:
+    """The 26-letter 10 x 10 font (`hil.network.font`) the built-in set is drawn from."""
+    return parse_text(LETTERS26_TEXT, "<26-letter font>")
+
+
 def builtin_patterns() -> PatternSet:
-    """The built-in set of 16 correlated 10 x 10 letters."""
-    return parse_text(BUILTIN_TEXT, "<built-in patterns>")
+    """The built-in 16 letters: the least correlated 16 of the font (`hil.network.font`)."""
+    return letters26().subset(BUILTIN_LETTERS)
 
 
 def corrupt(patterns: Array, p: float, rng: np.random.Generator) -> Array:
