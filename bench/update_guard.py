@@ -20,6 +20,8 @@ Three measurements per treatment and seed, all on the built-in 16 letters:
 Usage: python bench/update_guard.py [--seeds 0 1 2 3 4] [--jobs 2] [--treatments ...]
        [--parts denoise float in_situ] [--out runs/update-guard]
 Prints a Markdown table (mean +- sample sd over the seeds); last line: one JSON object.
+Each result is also kept in OUT/cache/, so an interrupted run resumes where it stopped
+(delete the cache to measure again).
 """
 
 from __future__ import annotations
@@ -131,6 +133,20 @@ def in_situ(treatment: str, seed: int, out: str) -> dict[str, Any]:
     }
 
 
+def cached(out: str, key: str, fn: Any, *args: Any) -> dict[str, Any]:
+    """Run fn(*args) unless OUT/cache/KEY.json holds its result: a rerun resumes, not restarts."""
+    path = Path(out) / "cache" / f"{key}.json"
+    if path.is_file():
+        result: dict[str, Any] = json.loads(path.read_text())
+        return result
+    result = fn(*args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    return result
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     x = np.asarray(values, dtype=np.float64)
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
@@ -150,13 +166,20 @@ def main() -> None:
     situ: dict[tuple[str, int], Future[dict[str, Any]]] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         for t in args.treatments:
+            seeds = "-".join(map(str, args.seeds))
             if "denoise" in args.parts:
-                futures[(t, "denoise")] = pool.submit(denoise, t, args.seeds)
+                futures[(t, "denoise")] = pool.submit(
+                    cached, args.out, f"denoise-{t}-{seeds}", denoise, t, args.seeds
+                )
             if "float" in args.parts:
-                futures[(t, "float")] = pool.submit(float_run, t, args.seeds)
+                futures[(t, "float")] = pool.submit(
+                    cached, args.out, f"float-{t}-{seeds}", float_run, t, args.seeds
+                )
             if "in_situ" in args.parts:
                 for s in args.seeds:
-                    situ[(t, s)] = pool.submit(in_situ, t, s, args.out)
+                    situ[(t, s)] = pool.submit(
+                        cached, args.out, f"in_situ-{t}-{s}", in_situ, t, s, args.out
+                    )
         done = {key: f.result() for key, f in futures.items()}
         situ_done = {key: f.result() for key, f in situ.items()}
 

@@ -161,7 +161,8 @@ def _evaluate(
     ]
     weights = {"hebbian": hopfield.hebbian(ps.patterns), "storkey": hopfield.storkey(ps.patterns)}
     tables: dict[str, dict[str, dict[str, Any]]] = {
-        t: {r: {} for r in RULES} for t in ("accuracy", "exact", "accuracy_01", "per_class")
+        t: {r: {} for r in RULES}
+        for t in ("accuracy", "exact", "accuracy_01", "per_class", "per_class_01")
     }
     examples: dict[str, Any] = {}
     with bar("evaluate", len(cfg.p_values) * len(RULES)) as b:
@@ -179,6 +180,8 @@ def _evaluate(
                 tables["exact"][rule][pkey(p)] = sc.exact
                 tables["accuracy_01"][rule][pkey(p)] = sc.accuracy_01
                 tables["per_class"][rule][pkey(p)] = sc.per_class.tolist()
+                assert sc.per_class_01 is not None
+                tables["per_class_01"][rule][pkey(p)] = sc.per_class_01.tolist()
                 b.update(1)
             if p == cfg.p_values[0]:
                 pick = _example_rows(labels, ps.count, cfg.samples)
@@ -257,6 +260,7 @@ def run(ps: PatternSet, cfg: ReproduceConfig, *, bar: BarFactory = null_bar) -> 
             },
         },
         "per_class": tables["per_class"],
+        "per_class_01": tables["per_class_01"],
         "training": {
             "loss": [h.loss for h in history],
             "max_abs_w": [h.max_abs_w for h in history],
