@@ -51,6 +51,8 @@ TREATMENTS: dict[str, dict[str, Any]] = {
     "relax_filter3": {"side_solver": "relax", "update_guard": "filter", "max_grad": 3.0},
     "exact_filter10": {"side_solver": "exact", "update_guard": "filter", "max_grad": 10.0},
     "exact_clip1": {"side_solver": "exact", "update_guard": "clip", "max_grad": 1.0},
+    "relax_clip1": {"side_solver": "relax", "update_guard": "clip", "max_grad": 1.0},
+    "relax_clip1.5": {"side_solver": "relax", "update_guard": "clip", "max_grad": 1.5},
 }
 P_VALUES = (0.10, 0.20)
 PARTS = ("denoise", "float", "in_situ")

@@ -15,6 +15,7 @@ TIGHT = RuleConfig(
     forward=RelaxConfig(dt=0.5, t_max=400.0, tol=1e-13),
     side=RelaxConfig(dt=0.5, t_max=400.0, tol=1e-13),
     symmetric=False,
+    update_guard="none",  # the pure gradient, whatever its size
 )
 
 
@@ -93,7 +94,7 @@ def test_diverging_side_network_is_refused_or_clipped() -> None:
     # its side unit grows like e^t; unit 1 settles at tanh(0.5), so y v^T is not zero.
     W = np.diag([2.0, 0.0])
     I, T = np.array([0.0, 0.5]), np.ones(2)
-    refuse = RuleConfig(v0=0.0, y0=0.0)
+    refuse = RuleConfig(v0=0.0, y0=0.0, update_guard="settle")
     upd = presentation_update(W, I, T, refuse)
     assert upd.status == "side_diverged"
     assert not upd.accepted and not upd.clipped
@@ -116,7 +117,7 @@ def test_side_network_cut_off_before_it_settles_is_refused() -> None:
     rng = np.random.default_rng(4)
     W = rng.uniform(-0.1, 0.1, (5, 5))
     I, T = rng.choice([-1.0, 1.0], 5), rng.choice([-1.0, 1.0], 5)
-    short = RuleConfig(side=RelaxConfig(t_max=1.0))
+    short = RuleConfig(side=RelaxConfig(t_max=1.0), update_guard="settle")
     upd = presentation_update(W, I, T, short)
     assert upd.status == "side_not_settled"
     assert not upd.accepted and np.all(upd.dW == 0.0)
@@ -124,7 +125,10 @@ def test_side_network_cut_off_before_it_settles_is_refused() -> None:
     # without the settle guard the cut-off y(1) is taken as it is
     upd = presentation_update(W, I, T, short.model_copy(update={"update_guard": "none"}))
     assert upd.status == "ok" and upd.accepted and upd.counts["ok"] == 1
-    assert presentation_update(W, I, T, RuleConfig()).status == "ok"
+    assert (
+        presentation_update(W, I, T, short.model_copy(update={"side": RelaxConfig()})).status
+        == "ok"
+    )
 
 
 def test_unsettled_forward_network_is_refused_or_clipped() -> None:
@@ -190,8 +194,10 @@ def test_exact_side_solve_gives_the_gradient() -> None:
 
 def test_settle_guard_needs_the_relaxation() -> None:
     with pytest.raises(ValidationError, match="settle"):
-        RuleConfig(side_solver="exact")
-    assert RuleConfig(side_solver="exact", update_guard="filter").max_grad > 0
+        RuleConfig(side_solver="exact", update_guard="settle")
+    default = RuleConfig()
+    assert (default.side_solver, default.update_guard, default.max_grad) == ("relax", "clip", 1.0)
+    assert RuleConfig(side_solver="exact").update_guard == "clip"
 
 
 def two_samples() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -192,7 +192,10 @@ def test_random_family_and_guard_options_are_recorded(tmp_path: Path) -> None:
         (["--pattern-sets", "0"], "--pattern-sets: need at least one set (got 0)"),
         (["--pattern-sets", "2", "--radii", "3"], "--radii: the band sweep runs on one"),
         (["--pattern-sets", "2", "--set-size", "27"], "cannot be drawn from 26 patterns"),
-        (["--side-solver", "exact"], "--side-solver/--update-guard: update_guard 'settle'"),
+        (
+            ["--side-solver", "exact", "--update-guard", "settle"],
+            "--side-solver/--update-guard: update_guard 'settle'",
+        ),
         (["--max-grad", "-1"], "--max-grad: Input should be greater than 0"),
     ],
 )
@@ -234,3 +237,12 @@ def test_denoising_guard_outcomes_are_counted_not_printed_one_by_one(tmp_path: P
         + ", ".join(f"{k} {v}" for k, v in outcomes.items() if k not in ("ok", "clipped") and v)
         + ")"
     ]
+
+
+def test_default_guard_is_settle_in_paper_mode_and_the_clip_when_training_on_noise() -> None:
+    paper = reproduce.ReproduceConfig()
+    assert paper.train_config().rule.update_guard == "settle"
+    assert reproduce.ReproduceConfig(side_solver="exact").rule().update_guard == "none"
+    noisy = reproduce.ReproduceConfig(train_noise=0.2).train_config().rule
+    assert (noisy.side_solver, noisy.update_guard, noisy.max_grad) == ("relax", "clip", 1.0)
+    assert reproduce.ReproduceConfig(update_guard="filter").rule().update_guard == "filter"

@@ -111,10 +111,11 @@ def add_parser(subparsers: Any) -> None:
     guard.add_argument(
         "--update-guard",
         choices=("settle", "filter", "clip", "none"),
-        default=experiment.RuleConfig().update_guard,
-        help="settle: leave out samples whose side network has not settled (relax only); "
-        "filter: leave out samples with |y v^T|_max > --max-grad; clip: scale them to it; "
-        f"none: accept all (default {experiment.RuleConfig().update_guard})",
+        default=None,
+        help="clip: scale a sample's y v^T to max-norm --max-grad; filter: leave such samples "
+        "out; settle: leave out samples whose side network has not settled (relax only); "
+        "none: accept all (default: settle in paper mode, where it refuses nothing; clip "
+        "with --train-noise)",
     )
     guard.add_argument(
         "--max-grad",

@@ -10,14 +10,15 @@ Guards, per sample of a presentation (a batch of corrupted copies loses only its
 
 - not a gradient, always left out: a forward network that has not settled, a side network
   that diverges (grows), a non-finite state;
-- large updates, as `update_guard` says: `settle` (the historical default) leaves out a
-  sample whose side network is still moving at the end of its span. That is a magnitude
-  filter in disguise: y(t) approaches y_inf like exp(-(1 - lambda) t), so only the samples
-  with a large y_inf (lambda, the forward linearisation's top eigenvalue, near 1) are still
-  moving at t = 20, and their y(20) is close to y_inf. `filter` names the magnitude filter
-  and its threshold (leave out a sample whose |y v^T|_max exceeds `max_grad`); `clip` scales
-  such a sample's y v^T down to max-norm `max_grad` (a per-sample max-norm clip of dW);
-  `none` accepts every gradient.
+- large updates, as `update_guard` says: `clip` (the default) scales a sample whose
+  |y v^T|_max exceeds `max_grad` (default 1) down to that max-norm: a stated per-sample
+  max-norm clip of dW, |dW_ij| <= eta * t_w * max_grad per sample. `filter` leaves such a
+  sample out (a magnitude filter, named as such). `settle` (the guard before these existed,
+  kept for the paper mode of `reproduce`) leaves out a sample whose side network is still
+  moving at the end of its span. That is a magnitude filter in disguise: y(t) approaches
+  y_inf like exp(-(1 - lambda) t), so only the samples with a large y_inf (lambda, the forward
+  linearisation's top eigenvalue, near 1) are still moving at t = 20, and their y(20) is
+  close to y_inf. `none` accepts every gradient. docs/reproduction.md measures each one.
 
 Outcomes are counted per sample (`UpdateResult.counts`), not logged one by one: a denoising
 run meets thousands of them, and its summary reports the counts.
@@ -80,13 +81,13 @@ class RuleConfig(BaseModel):
         "linear system (I - D W^T) y = D J for its fixed point",
     )
     update_guard: Literal["settle", "filter", "clip", "none"] = Field(
-        default="settle",
+        default="clip",
         description="large updates: settle = leave out a sample whose side network is still "
         "moving at t_max (relax only); filter = leave out a sample with |y v^T|_max > max_grad; "
         "clip = scale it to max_grad; none = accept every gradient",
     )
     max_grad: float = Field(
-        default=5.0, gt=0.0, description="threshold of filter/clip on |y_inf v_inf^T|_max"
+        default=1.0, gt=0.0, description="threshold of filter/clip on |y_inf v_inf^T|_max"
     )
     on_bad_update: Literal["refuse", "clip"] = "refuse"
     clip_abs_dw: float = Field(default=0.05, gt=0.0, description="max |dW| entry when clipping")

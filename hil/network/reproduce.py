@@ -70,7 +70,9 @@ class ReproduceConfig(BaseModel):
     train_noise: float | None = Field(default=None, gt=0.0, le=0.5)
     seed: int = 0
     side_solver: Literal["relax", "exact"] = "relax"
-    update_guard: Literal["settle", "filter", "clip", "none"] = RuleConfig().update_guard
+    #: None: in paper mode `settle` (it refuses nothing there, so the paper's rule runs
+    #: unchanged; `none` with the exact solve), in denoising mode the rule's default (`clip`).
+    update_guard: Literal["settle", "filter", "clip", "none"] | None = None
     max_grad: float = Field(default=RuleConfig().max_grad, gt=0.0)
 
     @field_validator("p_values")
@@ -97,11 +99,19 @@ class ReproduceConfig(BaseModel):
         self.rule()  # the rule's own checks (settle needs the relaxation)
         return self
 
+    def guard(self) -> Literal["settle", "filter", "clip", "none"]:
+        """The update guard this run uses (see the field's comment)."""
+        if self.update_guard is not None:
+            return self.update_guard
+        if self.train_noise is not None:
+            return RuleConfig().update_guard
+        return "settle" if self.side_solver == "relax" else "none"
+
     def rule(self, band_radius: int | None = None) -> RuleConfig:
         return RuleConfig(
             band_radius=band_radius,
             side_solver=self.side_solver,
-            update_guard=self.update_guard,
+            update_guard=self.guard(),
             max_grad=self.max_grad,
         )
 
