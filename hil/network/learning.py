@@ -207,14 +207,19 @@ def _guarded(
         "large_update": cfg.update_guard == "filter",
     }
     outcome = np.full((S, B), -1)  # index into BAD_OUTCOMES of each excluded sample's reason
-    for k, name in enumerate(BAD_OUTCOMES):
+    bad: NDArray[np.bool_] = np.zeros((S, B), dtype=bool)
+    for name in BAD_OUTCOMES:
         if excluded[name]:
-            outcome = np.where((outcome < 0) & flags[name], k, outcome)
-    bad: NDArray[np.bool_] = np.asarray(outcome >= 0)
-    status: list[UpdateStatus] = []
-    for s in range(S):
-        codes = outcome[s][bad[s]]
-        status.append(BAD_OUTCOMES[int(codes.min())] if codes.size else "ok")
+            bad |= flags[name]
+    status: list[UpdateStatus] = ["ok"] * S
+    if bad.any():  # the common case (nothing to leave out) skips the bookkeeping
+        for k, name in enumerate(BAD_OUTCOMES):
+            if excluded[name]:
+                outcome = np.where((outcome < 0) & flags[name], k, outcome)
+        for s in range(S):
+            codes = outcome[s][bad[s]]
+            if codes.size:
+                status[s] = BAD_OUTCOMES[int(codes.min())]
 
     # Rows that contribute: the good ones (refuse), or every finite one of a presentation with
     # a bad sample, scaled down afterwards as a whole (on_bad_update = clip).
@@ -253,9 +258,10 @@ def _guarded(
             dW = dW * np.where(squeeze, cfg.clip_abs_dw / peak, 1.0)[:, None, None]
         clipped |= squeeze
     counts = np.zeros((S, len(OUTCOMES)), dtype=np.int64)
-    counts[:, 0] = (~bad).sum(axis=1)
-    for k in range(len(BAD_OUTCOMES)):
-        counts[:, 1 + k] = (outcome == k).sum(axis=1)
+    counts[:, 0] = B - bad.sum(axis=1)
+    if any_bad.any():
+        for k in range(len(BAD_OUTCOMES)):
+            counts[:, 1 + k] = (outcome == k).sum(axis=1)
     counts[:, -1] = scaled.sum(axis=1)
     return StackedUpdate(
         dW=dW,

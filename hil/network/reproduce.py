@@ -36,8 +36,9 @@ Array = NDArray[np.float64]
 RULES: tuple[str, ...] = ("pineda_almeida", "hebbian", "storkey", "nearest_pattern")
 EXAMPLES = 6  # corrupted -> reconstructed columns in the Fig. 5 analogue
 #: Denoising mode relaxes this many fresh corrupted copies per presentation and applies their
-#: mean eq. 20 update; a copy whose side network diverges is left out alone rather than
-#: costing the whole presentation (docs/reproduction.md measures 1, 4, 8, 16 and 32).
+#: mean eq. 20 update; a copy that gives no gradient is left out alone rather than costing
+#: the whole presentation. The one-copy setting is the in-situ default (`mrnn-hil train`);
+#: the guard table of docs/reproduction.md measures both.
 DENOISING_COPIES = 16
 
 
