@@ -1,12 +1,14 @@
 """The in-situ accuracy table of docs/in-situ.md: presets x schemes, plus the float run.
 
 Each cell is a full `mrnn-hil train` run (same seed, same config apart from preset and
-scheme) on the built-in 16 glyphs (N = 100, 20 000 devices): accuracy at p = 0.10 and 0.20
+scheme) on the built-in 16 letters (N = 100, 20 000 devices): accuracy at p = 0.10 and 0.20
 on the final read of the array, pulses and programming-energy estimate. The float row is the
 software trainer (hil.network.float_training) with the same seed, rule and training mode.
 
 Usage: python bench/insitu_table.py [--epochs 100] [--presets ...] [--schemes ...]
        [--jobs 2] [--out runs/table]
+The presets x schemes cells are also a sweep file: `mrnn-hil sweep sweeps/in-situ-table.yaml`
+(same configs, same numbers); `--presets` with no name prints the float row only.
 Prints a Markdown table; last line: one JSON object with every number.
 """
 
@@ -99,7 +101,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--presets", nargs="+", default=["ideal", "epiram", "soft_bounds", "taox_hfox", "alox_hfo2"]
+        "--presets",
+        nargs="*",
+        default=["ideal", "epiram", "soft_bounds", "taox_hfox", "alox_hfo2"],
+        help="none (`--presets` alone): only the float row and the baselines",
     )
     ap.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
     ap.add_argument("--jobs", type=int, default=2)

@@ -9,6 +9,8 @@ are received, each prefixed with the instrument's name.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,30 +18,59 @@ from typing import TextIO
 
 from drivers.errors import LinkLost, LinkTimeout
 from drivers.transport import LineTransport
+from protocols.errors import InputError
+from protocols.loading import open_new_file
 
 Responder = Callable[[bytes], list[bytes]]
 
 
+class DryRunError(InputError):
+    """The dry-run file cannot be created or written (exists, disk full, ...)."""
+
+
 class DryRunLog:
-    """One file shared by the transports of a station, written line by line."""
+    """One file shared by the transports of a station, written line by line.
+
+    The file is created here and never overwritten: an existing path (a previous stream, a
+    FIFO, /dev/full) is refused before anything runs. A write that fails (disk full, file
+    size limit) is a `DryRunError` naming the file, not a traceback.
+    """
 
     def __init__(self, path: str | Path, header: str) -> None:
         self.path = Path(path)
+        fd = open_new_file(self.path, "dry run")
         try:
-            self._fh: TextIO | None = self.path.open("w", encoding="ascii", newline="\n")
+            self._fh: TextIO | None = os.fdopen(fd, "w", encoding="ascii", newline="\n")
         except OSError as exc:
-            from protocols.errors import InputError
-
-            raise InputError(f"dry run: cannot write {self.path}: {exc.strerror}") from None
+            os.close(fd)
+            raise DryRunError(f"dry run: cannot write {self.path}: {exc.strerror}") from None
         self._lock = threading.Lock()
         self._users = 0
-        for line in header.splitlines():
-            self._fh.write(f"# {line}\n")
+        with self._lock:
+            self._put("".join(f"# {line}\n" for line in header.splitlines()))
+
+    def _put(self, text: str) -> None:
+        """Write (lock held); a failure closes the file and raises `DryRunError`."""
+        if self._fh is None:
+            return
+        try:
+            self._fh.write(text)
+        except OSError as exc:
+            self._abandon()
+            raise DryRunError(
+                f"dry run: cannot write {self.path}: {exc.strerror or exc}; the stream in it "
+                "is incomplete"
+            ) from None
+
+    def _abandon(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
 
     def write(self, who: str, direction: str, data: bytes) -> None:
         with self._lock:
-            if self._fh is not None:
-                self._fh.write(f"{who} {direction} {data.decode('ascii', 'backslashreplace')}\n")
+            self._put(f"{who} {direction} {data.decode('ascii', 'backslashreplace')}\n")
 
     def acquire(self) -> None:
         self._users += 1
@@ -47,8 +78,14 @@ class DryRunLog:
     def release(self) -> None:
         self._users -= 1
         if self._users <= 0 and self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as exc:
+                raise DryRunError(
+                    f"dry run: cannot write {self.path}: {exc.strerror or exc}; the stream in "
+                    "it is incomplete"
+                ) from None
 
 
 class DryRunTransport(LineTransport):

@@ -189,6 +189,10 @@ class SmuCore:
             self.trace = 0
             self.epoch += 1
             return None
+        if head in S.OUTP_QUERIES and not arg:
+            return "1" if self.output else "0"
+        if head == S.SOUR_VOLT_QUERY and not arg:
+            return f"{self.base_v:+.6E}"
         if head == S.MEAS_CURR and arg == S.CHANNEL_LIST:
             return self._measure()
         if head == S.INIT and arg == S.CHANNEL_LIST:

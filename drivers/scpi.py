@@ -38,6 +38,10 @@ TRAC_FEED_CONT = ":TRAC:FEED:CONT"  # NEXT: store one reading per pulse; NEV: st
 TRAC_POIN_ACT = ":TRAC:POIN:ACT?"  # readings stored since the last clear = pulses delivered
 INIT = ":INIT"
 OUTP = ":OUTP"
+#: State queries a lab sends after a run (B2900 SCPI reference, OUTPut and SOURce subsystems):
+#: output state as NR1 0|1, source level as NR3.
+OUTP_QUERIES = (":OUTP?", ":OUTP:STAT?")
+SOUR_VOLT_QUERY = ":SOUR:VOLT?"
 MEAS_CURR = ":MEAS:CURR?"
 SYST_ERR = ":SYST:ERR?"
 CHANNEL_LIST = "(@1)"

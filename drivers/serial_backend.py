@@ -73,8 +73,9 @@ class PulseBoardBackend(CrossbarBackend):
         per_pulse_s: float = 2e-6,
         g_range_s: tuple[float, float] | None = None,
         batch_groups: int = B.BOARD_MAX_GROUPS,
+        read_v: float | None = None,
     ) -> None:
-        super().__init__(rows, cols, limits=limits)
+        super().__init__(rows, cols, limits=limits, read_v=read_v)
         if not 1 <= int(batch_groups) <= B.BOARD_MAX_GROUPS:
             transport.close()
             raise InputError(
@@ -380,6 +381,10 @@ class PulseBoardBackend(CrossbarBackend):
             g_min_s=self._g_range[0],
             g_max_s=self._g_range[1],
             supports_row_parallel=True,
+            bias_schemes=B.BIAS_SCHEMES,
+            min_width_s=B.BOARD_MIN_WIDTH_S,
+            max_width_s=B.BOARD_MAX_WIDTH_S,
+            max_abs_v=B.BOARD_MAX_ABS_V,
             details={
                 "firmware": self.identity.firmware,
                 "next_batch": self._next_batch,

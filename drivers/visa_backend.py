@@ -25,6 +25,7 @@ from protocols.backend import BackendInfo, CrossbarBackend
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.plan import PulsePlan
+from protocols.shutdown import held
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +53,22 @@ class SmuMatrixBackend(CrossbarBackend):
         *,
         g_range_s: tuple[float, float],
         limits: SafetyLimits | None = None,
-        read_v: float = 0.125,
+        read_v: float | None = None,
         timeout_s: float = 2.0,
         retries: int = 20,
         min_width_s: float = S.SMU_MIN_WIDTH_S,
         columns_per_slot: int = S.MATRIX_COLUMNS_PER_SLOT,
         slots: int = S.MATRIX_SLOTS,
     ) -> None:
-        super().__init__(rows, cols, limits=limits)
+        super().__init__(rows, cols, limits=limits, read_v=read_v)  # read_v: checked there
         self.map = S.MatrixMap(rows, cols, columns_per_slot, slots)
         if not self.map.fits():
             raise InputError(
                 f"a {rows}x{cols} array needs {self.map.lines} matrix columns; the matrix has "
                 f"{slots} slots x {columns_per_slot} columns = {slots * columns_per_slot}"
             )
-        if not 0.0 < read_v <= 1.0:
-            raise InputError(f"read_v={read_v!r} V: a read must stay in (0, 1] V")
+        if not 0.0 < self.read_v <= 1.0:
+            raise InputError(f"read_v={self.read_v!r} V: a read must stay in (0, 1] V")
         compliance = self.limits.compliance_a
         if not S.SMU_MIN_COMPLIANCE_A <= compliance <= S.SMU_MAX_COMPLIANCE_A:
             smu.close()
@@ -78,15 +79,16 @@ class SmuMatrixBackend(CrossbarBackend):
             )
         self.smu, self.matrix = smu, matrix
         self.g_range_s = g_range_s
-        self.read_v = float(read_v)
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.min_width_s = float(min_width_s)
         self._shape: tuple[float, float] | None = None
         self.recoveries = 0
+        output_on = False
         try:
             self.smu_idn = self._identify(smu, SMU_MODEL_RE, "B2900-series SMU")
             self.matrix_idn = self._identify(matrix, MATRIX_MODEL_RE, "707B switch matrix")
+            output_on = True  # from the setup message on, the output may be on
             self._retry(
                 smu,
                 lambda: self._expect_one(smu, S.smu_setup(self.limits.compliance_a, MIN_PERIOD_S)),
@@ -94,8 +96,12 @@ class SmuMatrixBackend(CrossbarBackend):
             self._check_smu_errors()
             self._release()
         except BaseException:
-            smu.close()
-            matrix.close()
+            if output_on:  # a failure or a signal after the setup: output off, relays open
+                with held():
+                    self._close()
+            else:
+                smu.close()
+                matrix.close()
             raise
 
     # -- wire ------------------------------------------------------------------------------
@@ -283,6 +289,10 @@ class SmuMatrixBackend(CrossbarBackend):
             cols=self._cols,
             g_min_s=self.g_range_s[0],
             g_max_s=self.g_range_s[1],
+            bias_schemes=("none",),
+            min_width_s=self.min_width_s,
+            max_width_s=S.SMU_MAX_WIDTH_S,
+            max_abs_v=S.SMU_MAX_ABS_V,
             details={
                 "smu": self.smu_idn,
                 "matrix": self.matrix_idn,

@@ -1,19 +1,26 @@
 """The `mrnn-hil` entry point: one sub-command per module in `hil.commands`.
 
-Bad input ends in one line on stderr and exit code 2, never a traceback.
+Bad input ends in one line on stderr and exit code 2, never a traceback. SIGINT, SIGTERM and
+SIGHUP take one path (`protocols.shutdown`): the command unwinds as after Ctrl-C, every
+backend puts its instrument into its safe state, a second signal does not cut that short,
+and the exit code is 128 + the signal's number. A reader of stdout that goes away
+(`mrnn-hil train | head -1`) ends the command quietly with exit code 141.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 from protocols.backend import BackendError
 from protocols.errors import InputError
+from protocols.shutdown import Terminated, exit_code, handling
 
 #: Sub-commands in the order `--help` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -24,6 +31,9 @@ COMMANDS: tuple[str, ...] = (
     "validate",
     "emulate",
     "devices",
+    "sweep",
+    "compare",
+    "export",
 )
 
 
@@ -54,6 +64,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with handling():
+        try:
+            code = _main(argv)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _drop_stdout()
+            return 141  # as a shell reports a tool stopped by SIGPIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -72,9 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"mrnn-hil {args.command}: instrument error: {message}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"mrnn-hil {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the same way out
+        how = f"stopped by {exc}" if isinstance(exc, Terminated) else "interrupted"
+        print(f"mrnn-hil {args.command}: {how}", file=sys.stderr)
+        return exit_code(exc)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

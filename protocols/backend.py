@@ -17,8 +17,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocols.limits import SafetyLimits, check_plan
-from protocols.plan import PulsePlan
+from protocols.limits import DEFAULT_READ_V, SafetyLimits, check_plan, check_read_voltage
+from protocols.plan import BiasScheme, PulsePlan
+from protocols.shutdown import held
 
 
 class BackendError(RuntimeError):
@@ -47,6 +48,15 @@ class BackendInfo(BaseModel):
     supports_mvm: bool = False
     supports_snapshot: bool = False
     supports_row_parallel: bool = False
+    bias_schemes: tuple[BiasScheme, ...] = Field(
+        default=("none",),
+        description="how the backend can bias unselected lines while it pulses: 'none' "
+        "(floating or grounded), 'v2', 'v3'",
+    )
+    min_width_s: float | None = Field(default=None, description="shortest pulse it can fire")
+    max_width_s: float | None = Field(default=None, description="longest pulse it can fire")
+    max_abs_v: float | None = Field(default=None, description="largest |amplitude| it can fire")
+    read_v: float | None = Field(default=None, description="the voltage it reads at, V")
     details: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -69,14 +79,31 @@ def _resolve_index(spec: IndexSpec, size: int, what: str) -> NDArray[np.intp]:
 
 
 class CrossbarBackend(ABC):
-    """A `rows x cols` crossbar that can be read and pulsed."""
+    """A `rows x cols` crossbar that can be read and pulsed.
 
-    def __init__(self, rows: int, cols: int, *, limits: SafetyLimits | None = None) -> None:
+    `read_v` is the voltage every read (and every analog product) applies to a device; it is
+    checked against the safety limits, and the device's switching threshold `switching_v`
+    when the backend knows it, before the first byte and again at every read: a read at or
+    above either would program instead of read.
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        *,
+        limits: SafetyLimits | None = None,
+        read_v: float | None = None,
+        switching_v: float | None = None,
+    ) -> None:
         if rows <= 0 or cols <= 0:
             raise ValueError(f"crossbar shape must be positive, got ({rows}, {cols})")
         self._rows = int(rows)
         self._cols = int(cols)
         self.limits = limits if limits is not None else SafetyLimits()
+        self.switching_v = switching_v
+        self._read_v = DEFAULT_READ_V
+        self.read_v = DEFAULT_READ_V if read_v is None else read_v
         self._pulse_counts = np.zeros((self._rows, self._cols), dtype=np.int64)
         self._closed = False
 
@@ -90,6 +117,19 @@ class CrossbarBackend(ABC):
         return self._closed
 
     @property
+    def read_v(self) -> float:
+        """The read voltage, V (checked against the limits whenever it is set or used)."""
+        return self._read_v
+
+    @read_v.setter
+    def read_v(self, value: float) -> None:
+        self._check_read(value)
+        self._read_v = float(value)
+
+    def _check_read(self, volts: float, what: str = "read voltage") -> None:
+        check_read_voltage(volts, self.limits, switching_v=self.switching_v, source=what)
+
+    @property
     def pulse_counts(self) -> NDArray[np.int64]:
         """Pulses delivered to each device through this backend object (a copy)."""
         return self._pulse_counts.copy()
@@ -99,6 +139,7 @@ class CrossbarBackend(ABC):
         self._check_open()
         r = _resolve_index(rows, self._rows, "row")
         c = _resolve_index(cols, self._cols, "col")
+        self._check_read(self._read_v)
         g = np.asarray(self._read(r, c), dtype=np.float64)
         if g.shape != (r.size, c.size):
             raise BackendError(f"backend returned shape {g.shape}, expected {(r.size, c.size)}")
@@ -135,6 +176,9 @@ class CrossbarBackend(ABC):
             raise ValueError(f"mvm expects voltages of length {n_in}, got shape {v.shape}")
         if not np.all(np.isfinite(v)):
             raise ValueError("mvm voltages must be finite")
+        peak = float(np.max(np.abs(v))) if v.size else 0.0
+        if peak > 0.0:  # an analog product reads: the read rule holds for every input
+            self._check_read(peak, "mvm input")
         batch = np.atleast_2d(v)
         out = np.asarray(self._mvm(batch, transpose), dtype=np.float64)
         expected = (batch.shape[0], self._rows if transpose else self._cols)
@@ -164,12 +208,14 @@ class CrossbarBackend(ABC):
         self._pulse_counts = counts.copy()
 
     def info(self) -> BackendInfo:
-        return self._info()
+        return self._info().model_copy(update={"read_v": self._read_v})
 
     def close(self) -> None:
+        """Release the backend (instrument to its safe state); no signal cuts this short."""
         if not self._closed:
             self._closed = True
-            self._close()
+            with held():
+                self._close()
 
     def __enter__(self) -> CrossbarBackend:
         self._check_open()

@@ -7,10 +7,10 @@ pulse counts. Reading it lives here, below both, so neither has to import the ot
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from protocols.errors import InputError
+from protocols.loading import MAX_DATA_BYTES, parse_document, read_text
 from protocols.response import NeuroSimResponse
 
 #: The `format` field of a characterization.json.
@@ -22,12 +22,7 @@ def load_fitted_response(path: str | Path) -> NeuroSimResponse:
     p = Path(path)
     if p.is_dir():
         p = p / "characterization.json"
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{p}: line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    doc = parse_document(read_text(p, str(p), MAX_DATA_BYTES), str(p), ".json")
     if not isinstance(doc, dict) or doc.get("format") != CHARACTERIZATION_FORMAT:
         raise InputError(f"{p}: not a characterization.json written by mrnn-hil characterize")
     resp = doc.get("response")

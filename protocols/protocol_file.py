@@ -6,16 +6,15 @@ the bad value and what is allowed, so a researcher can fix the file without a tr
 
 from __future__ import annotations
 
-import json
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from protocols.errors import InputError
+from protocols.loading import parse_document, read_text, short
 from protocols.spec import (
     PROTOCOL_VERSION,
     AcceptanceSpec,
@@ -52,7 +51,9 @@ __all__ = [
     "library_dir",
     "library_files",
     "load_protocol",
+    "load_protocol_text",
     "parse_protocol",
+    "parse_protocol_text",
 ]
 
 _SCHEME_KINDS: dict[str, type[BaseModel]] = {
@@ -71,12 +72,6 @@ def library_dir() -> Path:
 def library_files() -> list[Path]:
     """Every shipped protocol file, sorted by name."""
     return sorted(library_dir().glob("*.yaml"))
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _model_of(annotation: Any) -> list[type[BaseModel]]:
@@ -144,7 +139,7 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     elif not path:
         text = msg
     else:
-        text = f"field '{path}' = {_short(first.get('input'))}: {msg}"
+        text = f"field '{path}' = {short(first.get('input'))}: {msg}"
     more = len(errors) - 1
     if more:
         text += f" (and {more} more problem{'s' if more > 1 else ''})"
@@ -175,86 +170,40 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> ProtocolFile:
         raise InputError(format_validation_error(source, exc)) from None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(key)
-        out[key] = value
-    return out
-
-
 def reject_duplicate_keys(text: str, source: str, suffix: str) -> None:
-    """InputError if one mapping of a YAML or JSON text names a key twice.
-
-    Both parsers keep the last value silently, so a limit written twice would take the
-    value the reader did not notice. YAML is only composed (no object is constructed).
+    """InputError if one mapping of a YAML or JSON text names a key twice, or the text
+    breaks a loading cap (nesting, YAML aliases); syntax errors are left to the caller's
+    own parse. For callers that parse the text themselves; files go through `load_protocol`.
     """
-    if suffix == ".json":
-        try:
-            json.loads(text, object_pairs_hook=_no_duplicates)
-        except ValueError as exc:
-            if isinstance(exc, json.JSONDecodeError):
-                return  # a syntax error: the parser's own message says where
-            raise InputError(
-                f"{source}: key {exc.args[0]!r} appears twice in one mapping"
-            ) from None
-        return
     try:
-        stack = [yaml.compose(text, Loader=yaml.SafeLoader)]
-    except yaml.YAMLError:
-        return
-    while stack:
-        node = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
-                        raise InputError(
-                            f"{source}: line {key.start_mark.line + 1}: key {key.value!r} "
-                            "appears twice in one mapping"
-                        )
-                    seen.add(key.value)
-                stack.append(value)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-
-
-def _parse_text(text: str, source: str, suffix: str) -> Any:
-    reject_duplicate_keys(text, source, suffix)
-    if suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{source}: line {exc.lineno}, column {exc.colno}: JSON syntax error: {exc.msg}"
-            ) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        text = f"{source}: {where}YAML syntax error: {problem}"
-        raise InputError(" ".join(text.split())) from None
+        parse_document(text, source, suffix)
+    except InputError as exc:
+        if "syntax error" not in str(exc):
+            raise
 
 
 def load_protocol(path: str | Path) -> ProtocolFile:
     """Read and validate a protocol file (.yaml/.yml or .json); InputError in one line if bad."""
-    p = Path(path)
-    source = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{source}: is a directory, not a protocol file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{source}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror}") from None
-    suffix = p.suffix.lower()
+    return load_protocol_text(path)[0]
+
+
+def load_protocol_text(path: str | Path) -> tuple[ProtocolFile, str]:
+    """The protocol and the exact text it was parsed from (read once, so a run can digest
+    the very content whose limits it uses).
+
+    The file goes through `protocols.loading`: regular files only, size, nesting and YAML
+    alias-expansion caps, duplicate keys refused.
+    """
+    source = str(path)
+    text = read_text(path, source)
+    suffix = Path(path).suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
-        raise InputError(f"{source}: unknown extension {p.suffix!r}; use .yaml, .yml or .json")
-    return parse_protocol(_parse_text(text, source, suffix), source)
+        raise InputError(
+            f"{source}: unknown extension {short(Path(path).suffix)}; use .yaml, .yml or .json"
+        )
+    return parse_protocol_text(text, source, suffix), text
+
+
+def parse_protocol_text(text: str, source: str, suffix: str = ".yaml") -> ProtocolFile:
+    """Validate the text of a protocol file (`suffix` says YAML or JSON), with the caps."""
+    return parse_protocol(parse_document(text, source, suffix), source)

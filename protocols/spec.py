@@ -10,51 +10,38 @@ read as the number they spell.
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
-from protocols.limits import SafetyLimits
+from protocols.limits import (
+    DEFAULT_READ_V,
+    HARD_MAX_COMPLIANCE_A,
+    HARD_MAX_ENERGY_J,
+    HARD_MAX_PULSES_PER_RUN,
+    HARD_MAX_PULSES_PER_UPDATE,
+    HARD_MAX_READ_V,
+    HARD_MAX_V,
+    HARD_MAX_WIDTH_S,
+    Num,
+    SafetyLimits,
+)
 from protocols.plan import BiasScheme, PulseShape
 
 #: The protocol-file format this code reads.
 PROTOCOL_VERSION = 1
-
-#: Ceilings no protocol file may exceed, whatever its own limits say (sanity, not physics).
-HARD_MAX_V = 20.0
-HARD_MAX_WIDTH_S = 1.0
-HARD_MAX_COMPLIANCE_A = 0.1
-HARD_MAX_PULSES_PER_UPDATE = 100_000
-HARD_MAX_PULSES_PER_RUN = 10**12
-HARD_MAX_ENERGY_J = 1.0
-
-_YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-def _yaml_float(value: Any) -> Any:
-    """Read a YAML-1.1 exponent string such as '1e-6' as a float; reject NaN and infinity."""
-    if isinstance(value, str) and _YAML11_FLOAT.match(value.strip()):
-        value = float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
 
 
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"must be a finite number, got {value!r}")
     return value
-
-
-Num = Annotated[float, BeforeValidator(_yaml_float)]
 
 
 class Strict(BaseModel):
@@ -127,7 +114,7 @@ class PulsePair(Strict):
 class ReadSpec(Strict):
     """How a conductance is read: voltage (below any switching threshold) and averaging."""
 
-    voltage_v: Num = Field(default=0.1, gt=0.0, le=2.0)
+    voltage_v: Num = Field(default=DEFAULT_READ_V, gt=0.0, le=HARD_MAX_READ_V)
     averages: int = Field(default=1, ge=1, le=1024)
     width_s: Num | None = Field(default=None, gt=0.0, le=HARD_MAX_WIDTH_S)
 
@@ -291,67 +278,89 @@ class ProtocolFile(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProtocolFile:
-        lim = self.limits
-        for name in ("set", "reset"):
-            pulse: Pulse = getattr(self.pulses, name)
-            cap = lim.max_set_v if name == "set" else lim.max_reset_v
-            cap_name = "max_set_v" if name == "set" else "max_reset_v"
-            if abs(pulse.amplitude_v) > cap:
-                raise ValueError(
-                    f"pulses.{name}.amplitude_v = {pulse.amplitude_v:g} V: |amplitude| exceeds "
-                    f"limits.{cap_name} = {cap:g} V"
-                )
-            if pulse.width_s > lim.max_width_s:
-                raise ValueError(
-                    f"pulses.{name}.width_s = {pulse.width_s:g} s exceeds "
-                    f"limits.max_width_s = {lim.max_width_s:g} s"
-                )
-        smallest = min(self.pulses.set.amplitude_v, -self.pulses.reset.amplitude_v)
-        if self.read.voltage_v >= smallest:
+        check_consistent(self.pulses, self.read.voltage_v, self.limits, self.scheme)
+        return self
+
+
+def scheme_bias(scheme: Scheme) -> BiasScheme:
+    """How a scheme biases the lines it does not select (write-verify: never)."""
+    return "none" if isinstance(scheme, WriteVerifyScheme) else scheme.bias
+
+
+def check_consistent(pulses: PulsePair, read_v: float, lim: SafetyLimits, scheme: Scheme) -> None:
+    """ValueError unless pulses, read voltage and scheme fit the limits `lim`.
+
+    The rules of a protocol file, applied as well to every combination a run assembles (a
+    run config's scheme or limits on a protocol's pulses): nominal pulses within the
+    limits, the read below both programming amplitudes, scheme pulse caps within the
+    per-update budget, the highest ISPP amplitude and width within the limits, and the
+    half-select voltage of the scheme's bias within `max_half_select_v`.
+    """
+    for name in ("set", "reset"):
+        pulse: Pulse = getattr(pulses, name)
+        cap = lim.max_set_v if name == "set" else lim.max_reset_v
+        cap_name = "max_set_v" if name == "set" else "max_reset_v"
+        if abs(pulse.amplitude_v) > cap:
             raise ValueError(
-                f"read.voltage_v = {self.read.voltage_v:g} V must be below the smallest "
-                f"programming amplitude ({smallest:g} V)"
+                f"pulses.{name}.amplitude_v = {pulse.amplitude_v:g} V: |amplitude| exceeds "
+                f"limits.{cap_name} = {cap:g} V"
             )
-        scheme = self.scheme
-        per_update = lim.max_pulses_per_device_per_update
-        if (
-            isinstance(scheme, ProportionalScheme | OuterProductScheme)
-            and scheme.max_pulses > per_update
-        ):
+        if pulse.width_s > lim.max_width_s:
             raise ValueError(
-                f"scheme.max_pulses = {scheme.max_pulses} exceeds "
+                f"pulses.{name}.width_s = {pulse.width_s:g} s exceeds "
+                f"limits.max_width_s = {lim.max_width_s:g} s"
+            )
+    smallest = min(pulses.set.amplitude_v, -pulses.reset.amplitude_v)
+    if read_v >= smallest:
+        raise ValueError(
+            f"read.voltage_v = {read_v:g} V must be below the smallest "
+            f"programming amplitude ({smallest:g} V)"
+        )
+    per_update = lim.max_pulses_per_device_per_update
+    if isinstance(scheme, ProportionalScheme | OuterProductScheme) and (
+        scheme.max_pulses > per_update
+    ):
+        raise ValueError(
+            f"scheme.max_pulses = {scheme.max_pulses} exceeds "
+            f"limits.max_pulses_per_device_per_update = {per_update}"
+        )
+    if isinstance(scheme, WriteVerifyScheme):
+        if scheme.max_pulses_per_iteration > per_update:
+            raise ValueError(
+                f"scheme.max_pulses_per_iteration = {scheme.max_pulses_per_iteration} exceeds "
                 f"limits.max_pulses_per_device_per_update = {per_update}"
             )
-        if isinstance(scheme, WriteVerifyScheme):
-            if scheme.max_pulses_per_iteration > per_update:
+        top_set, top_reset, top_width = ispp_top(pulses, scheme)
+        if top_set > lim.max_set_v or top_reset > lim.max_reset_v:
+            raise ValueError(
+                f"scheme ISPP reaches {top_set:g} V SET / {top_reset:g} V RESET "
+                f"(amplitude + max_ispp_steps * v_step_v), over limits.max_set_v = "
+                f"{lim.max_set_v:g} V / limits.max_reset_v = {lim.max_reset_v:g} V"
+            )
+        if top_width > lim.max_width_s:
+            raise ValueError(
+                f"scheme ISPP reaches width {top_width:g} s (width + max_ispp_steps * "
+                f"width_step_s), over limits.max_width_s = {lim.max_width_s:g} s"
+            )
+    bias = scheme_bias(scheme)
+    if lim.max_half_select_v is not None:
+        divisor = {"none": 0.0, "v2": 2.0, "v3": 3.0}[bias]
+        if divisor:
+            biggest = max(pulses.set.amplitude_v, -pulses.reset.amplitude_v)
+            if biggest / divisor > lim.max_half_select_v:
                 raise ValueError(
-                    f"scheme.max_pulses_per_iteration = {scheme.max_pulses_per_iteration} exceeds "
-                    f"limits.max_pulses_per_device_per_update = {per_update}"
+                    f"scheme.bias = {bias} puts {biggest / divisor:g} V on "
+                    f"half-selected devices, over limits.max_half_select_v = "
+                    f"{lim.max_half_select_v:g} V"
                 )
-            top_set = self.pulses.set.amplitude_v + scheme.max_ispp_steps * scheme.v_step_v
-            top_reset = -self.pulses.reset.amplitude_v + scheme.max_ispp_steps * scheme.v_step_v
-            if top_set > lim.max_set_v or top_reset > lim.max_reset_v:
-                raise ValueError(
-                    f"scheme ISPP reaches {top_set:g} V SET / {top_reset:g} V RESET "
-                    f"(amplitude + max_ispp_steps * v_step_v), over limits.max_set_v = "
-                    f"{lim.max_set_v:g} V / limits.max_reset_v = {lim.max_reset_v:g} V"
-                )
-            widest = max(self.pulses.set.width_s, self.pulses.reset.width_s)
-            top_width = widest + scheme.max_ispp_steps * scheme.width_step_s
-            if top_width > lim.max_width_s:
-                raise ValueError(
-                    f"scheme ISPP reaches width {top_width:g} s (width + max_ispp_steps * "
-                    f"width_step_s), over limits.max_width_s = {lim.max_width_s:g} s"
-                )
-        bias = "none" if isinstance(scheme, WriteVerifyScheme) else scheme.bias
-        if lim.max_half_select_v is not None:
-            divisor = {"none": 0.0, "v2": 2.0, "v3": 3.0}[bias]
-            if divisor:
-                biggest = max(self.pulses.set.amplitude_v, -self.pulses.reset.amplitude_v)
-                if biggest / divisor > lim.max_half_select_v:
-                    raise ValueError(
-                        f"scheme.bias = {bias} puts {biggest / divisor:g} V on "
-                        f"half-selected devices, over limits.max_half_select_v = "
-                        f"{lim.max_half_select_v:g} V"
-                    )
-        return self
+
+
+def ispp_top(pulses: PulsePair, scheme: WriteVerifyScheme) -> tuple[float, float, float]:
+    """The highest SET amplitude, |RESET| amplitude and width a write-verify scheme asks for
+    (the nominal pulse climbed by every ISPP step)."""
+    steps = scheme.max_ispp_steps
+    return (
+        pulses.set.amplitude_v + steps * scheme.v_step_v,
+        -pulses.reset.amplitude_v + steps * scheme.v_step_v,
+        max(pulses.set.width_s, pulses.reset.width_s) + steps * scheme.width_step_s,
+    )

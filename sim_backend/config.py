@@ -162,6 +162,15 @@ class Readout(BaseModel):
     adc_full_scale_a: float | None = Field(
         default=None, gt=0.0, description="ADC range +-I_fs; None: n_in * max|v| * G_max"
     )
+    format: Literal["float64", "float32_resistance", "float32_current"] = Field(
+        default="float64",
+        description="how an instrument reports a read: float64 (exact), float32 resistance "
+        "1/G (ArC ONE), float32 current G * format_read_v (ArC TWO); the simulator rounds its "
+        "reads the same way so that a run on an emulated instrument can be compared exactly",
+    )
+    format_read_v: float = Field(
+        default=0.2, gt=0.0, le=12.0, description="read voltage of format float32_current, V"
+    )
 
 
 class Faults(BaseModel):
@@ -326,4 +335,7 @@ class DeviceConfig(BaseModel):
     def digest(self) -> str:
         """Stable hash of the physics (not the labels), to match snapshots to their device."""
         data = self.model_dump(mode="json", exclude={"name", "description", "source", "uncertain"})
+        if self.readout.format == "float64":  # digests from before the read formats existed
+            for key in ("format", "format_read_v"):
+                data["readout"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protocols.backend import BackendInfo, CrossbarBackend
-from protocols.limits import SafetyLimits
+from protocols.limits import SafetyLimits, cap_to_ceilings
 from protocols.plan import PulsePlan, PulseShape
 from sim_backend.aging import apply_drift, drift_exponents, endurance_factor
 from sim_backend.config import DeviceConfig
@@ -28,7 +28,7 @@ from sim_backend.disturb import half_selects
 from sim_backend.faults import StuckDevices, draw_stuck
 from sim_backend.noise import GaussianSource
 from sim_backend.presets import get_preset
-from sim_backend.readout import analog_product, noisy_conductance
+from sim_backend.readout import analog_product, noisy_conductance, reported
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -39,15 +39,24 @@ _ENERGY_FLUSH = 256
 
 def default_limits(cfg: DeviceConfig) -> SafetyLimits:
     """Conservative defaults, widened to let the device's own nominal pulses (and ISPP steps up
-    to 1.5x their amplitude) through."""
+    to 1.5x their amplitude) through, never past the hard ceilings."""
     base = SafetyLimits()
-    return SafetyLimits(
-        max_set_v=max(base.max_set_v, 1.5 * cfg.set_pulse.amplitude_v),
-        max_reset_v=max(base.max_reset_v, 1.5 * abs(cfg.reset_pulse.amplitude_v)),
-        max_width_s=max(
-            base.max_width_s, 10.0 * cfg.set_pulse.width_s, 10.0 * cfg.reset_pulse.width_s
-        ),
+    return cap_to_ceilings(
+        SafetyLimits(
+            max_set_v=max(base.max_set_v, 1.5 * cfg.set_pulse.amplitude_v),
+            max_reset_v=max(base.max_reset_v, 1.5 * abs(cfg.reset_pulse.amplitude_v)),
+            max_width_s=max(
+                base.max_width_s, 10.0 * cfg.set_pulse.width_s, 10.0 * cfg.reset_pulse.width_s
+            ),
+        )
     )
+
+
+def switching_threshold(cfg: DeviceConfig) -> float | None:
+    """The smaller of the SET and RESET switching thresholds (V); None for a soft-threshold
+    law (no voltage is entirely safe there; reads are bounded by the limits alone)."""
+    smallest = min(float(cfg.threshold_set_v), float(cfg.threshold_reset_v))
+    return smallest if smallest > 0.0 else None
 
 
 def _initial_state(cfg: DeviceConfig) -> float:
@@ -75,6 +84,7 @@ class SimulatedCrossbar(CrossbarBackend):
         preset: str | DeviceConfig = "ideal",
         seed: int = 0,
         limits: SafetyLimits | None = None,
+        read_v: float | None = None,
         **overrides: Any,
     ) -> None:
         if isinstance(preset, str):
@@ -84,7 +94,13 @@ class SimulatedCrossbar(CrossbarBackend):
         else:
             raise TypeError(f"preset must be a name or a DeviceConfig, got {type(preset).__name__}")
         cfg = cfg.with_overrides(**overrides)
-        super().__init__(rows, cols, limits=limits if limits is not None else default_limits(cfg))
+        super().__init__(
+            rows,
+            cols,
+            limits=limits if limits is not None else default_limits(cfg),
+            read_v=read_v,
+            switching_v=switching_threshold(cfg),
+        )
         self.config: DeviceConfig = cfg
         self.seed = int(seed)
         n = self._rows * self._cols
@@ -194,7 +210,8 @@ class SimulatedCrossbar(CrossbarBackend):
     # -- hooks -----------------------------------------------------------------------------
     def _read(self, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> F64:
         g = self._true_g()[np.ix_(rows, cols)]
-        return noisy_conductance(g, self.config.readout.read_sigma, self._rng)
+        g = noisy_conductance(g, self.config.readout.read_sigma, self._rng)
+        return reported(g, self.config.readout)
 
     def _mvm(self, voltages: F64, transpose: bool) -> F64:
         g = self._true_g()
@@ -213,6 +230,7 @@ class SimulatedCrossbar(CrossbarBackend):
             supports_mvm=True,
             supports_snapshot=True,
             supports_row_parallel=True,
+            bias_schemes=("none", "v2", "v3"),
             details={
                 "preset": cfg.name,
                 "seed": self.seed,

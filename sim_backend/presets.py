@@ -201,4 +201,6 @@ def get_preset(name: str) -> DeviceConfig:
         return PRESETS[name]
     except KeyError:
         known = ", ".join(PRESETS)
-        raise InputError(f"unknown device preset {name!r}; known presets: {known}") from None
+        shown = " ".join(repr(name).split())
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InputError(f"unknown device preset {shown}; known presets: {known}") from None

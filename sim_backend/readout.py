@@ -17,6 +17,32 @@ def noisy_conductance(g: F64, sigma: float, rng: np.random.Generator) -> F64:
     return g * (1.0 + sigma * rng.standard_normal(g.shape))
 
 
+def reported(g: F64, cfg: Readout) -> F64:
+    """Conductances as an instrument reporting in `cfg.format` hands them back.
+
+    float32_resistance: the instrument sends 1/G as a float32 (ArC ONE), the host takes
+    1/R in float64. float32_current: it sends the read current G * V as a float32 (ArC
+    TWO), the host divides by V in float64. The emulators encode their replies with these
+    same expressions, so a simulated run and a run on an emulator see identical reads.
+    """
+    if cfg.format == "float32_resistance":
+        return 1.0 / resistance_f32(g).astype(np.float64)
+    if cfg.format == "float32_current":
+        v = cfg.format_read_v
+        return np.abs(current_f32(g, v).astype(np.float64)) / v
+    return g
+
+
+def resistance_f32(g: F64) -> NDArray[np.float32]:
+    """The float32 resistance an ArC ONE reports for conductances g."""
+    return (1.0 / np.asarray(g, dtype=np.float64)).astype(np.float32)
+
+
+def current_f32(g: F64, read_v: float) -> NDArray[np.float32]:
+    """The float32 read current an ArC TWO reports for conductances g at `read_v`."""
+    return (np.asarray(g, dtype=np.float64) * read_v).astype(np.float32)
+
+
 def quantise(values: F64, bits: int, full_scale: float) -> F64:
     """Uniform mid-tread quantiser over [-full_scale, full_scale], saturating outside."""
     levels = 2 ** (bits - 1) - 1 if bits > 1 else 1

@@ -3,7 +3,8 @@
 The rules are the architecture of README.md and hil/README.md: the top packages import one
 way (`protocols` <- `sim_backend` <- `drivers` <- `hil`), and inside `hil/` the paper's
 mathematics (`hil.network`) knows nothing of crossbars, in-situ training and characterisation
-do not import each other, and only the command line imports `hil.commands`. Every import
+do not import each other, sweeps (`hil.sweep`) sit on in-situ training and below the command
+line, and only the command line imports `hil.commands`. Every import
 counts, also one inside a function: a lazy import is still an arrow.
 """
 
@@ -38,6 +39,14 @@ FORBIDDEN: tuple[tuple[str, str], ...] = (
     ("hil.characterize", "hil.insitu"),
     ("hil.characterize", "hil.commands"),
     ("hil.characterize", "hil.cli"),
+    # hil.sweep runs cells of hil.insitu; nothing below it imports it, and it knows no
+    # command line and no characterisation.
+    ("hil.network", "hil.sweep"),
+    ("hil.insitu", "hil.sweep"),
+    ("hil.characterize", "hil.sweep"),
+    ("hil.sweep", "hil.commands"),
+    ("hil.sweep", "hil.cli"),
+    ("hil.sweep", "hil.characterize"),
     # the command line sits on top: nothing below it imports it.
     ("hil.commands", "hil.cli"),
 )

@@ -266,7 +266,7 @@ def test_each_pulse_is_checked_at_the_latest_read(tmp_path: Path) -> None:
 def test_load_fitted_response_rejects_other_files(tmp_path: Path) -> None:
     bad = tmp_path / "characterization.json"
     bad.write_text("{not json")
-    with pytest.raises(InputError, match="not valid JSON"):
+    with pytest.raises(InputError, match="JSON syntax error"):
         load_fitted_response(bad)
     bad.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(InputError, match=r"not a characterization\.json"):

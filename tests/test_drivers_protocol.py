@@ -121,7 +121,7 @@ def test_visa_open_apply_read_close(station: list[Station]) -> None:
         smu(b":SOUR:FUNC:SHAP PULS;:TRIG:COUN 2;:INIT (@1);*OPC?", OK),
         *release(),
         smu(b":SYST:ERR?", NO_ERR),
-        # read one device: DC spot measurement at 0.125 V
+        # read one device: DC spot measurement at the read voltage it was given (0.125 V)
         *connect(b"1A02,1B03"),
         smu(b":SOUR:FUNC:SHAP DC;:SOUR:VOLT 0.125;:MEAS:CURR? (@1)", b"+1.25E-06"),
         smu(b":SOUR:VOLT 0.0;:SOUR:FUNC:SHAP PULS;*OPC?", OK),
@@ -129,7 +129,7 @@ def test_visa_open_apply_read_close(station: list[Station]) -> None:
         *visa_close(),
     ]
     st = make(station, steps)
-    be = st.backend()
+    be = st.backend(read_v=0.125)
     be.apply(plan((2, 2), 1.5, 1e-4, {(0, 1): 3, (1, 0): 2}))
     g = be.read(rows=[1], cols=[0])
     assert g[0, 0] == pytest.approx(1e-5, rel=1e-12)

@@ -190,7 +190,8 @@ def test_sigkill_mid_plan_on_the_pulse_board_applies_every_batch_exactly_once(
 
 
 def board_backend(tmp_path: Path, core: BoardCore, **kw: object) -> PulseBoardBackend:
-    log = DryRunLog(tmp_path / "stream.txt", "delivery tracking test")
+    stream = tmp_path / f"stream-{len(list(tmp_path.glob('stream-*.txt')))}.txt"  # never reused
+    log = DryRunLog(stream, "delivery tracking test")
     transport = DryRunTransport("board", log, core.handle)
     return PulseBoardBackend(transport, core.rows, core.cols, **kw)  # type: ignore[arg-type]
 
@@ -301,7 +302,11 @@ def test_sigkill_mid_plan_on_the_visa_station_leaves_the_plan_unknown(tmp_path: 
             backend={
                 "kind": "visa",
                 "resource": emu.smu_resource,
-                "options": {"matrix_resource": emu.matrix_resource, "min_width_s": 1e-9},
+                "options": {
+                    "matrix_resource": emu.matrix_resource,
+                    "min_width_s": 1e-9,
+                    "array": f"{N}x{2 * N}",
+                },
             },
         )
         station.after_trains = 40

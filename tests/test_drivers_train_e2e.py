@@ -81,7 +81,7 @@ def test_train_on_visa_emulator_matches_sim(
     # the preset's 10 ns pulses are below a B2900's 50 us minimum: the emulated SMU and the
     # driver are both told the SMU can fire them (backend option min_width_s)
     config = tmp_path / "visa.yaml"
-    config.write_text("backend:\n  options:\n    min_width_s: 1.0e-9\n")
+    config.write_text(f"backend:\n  options:\n    min_width_s: 1.0e-9\n    array: {ROWS}x{COLS}\n")
     station = Station(make_array(ROWS, COLS, preset="ideal", seed=SEED), min_width_s=1e-9)
     with ScpiEmulator(station) as emu:
         report = train(
@@ -150,6 +150,7 @@ def test_train_completes_on_a_faulty_visa_station(
     config = tmp_path / "visa.yaml"
     config.write_text(
         "backend:\n  options:\n    min_width_s: 1.0e-9\n    timeout_s: 0.02\n    retries: 60\n"
+        f"    array: {ROWS}x{COLS}\n"
     )
     station = Station(make_array(ROWS, COLS, preset="ideal", seed=SEED), min_width_s=1e-9)
     # a device-by-device station makes thousands of exchanges per run: 1 % of each kind here

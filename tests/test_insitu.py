@@ -374,6 +374,7 @@ def test_evaluate_an_unfinished_run_from_its_latest_checkpoint(tmp_path: Path) -
         trainer.start()  # W0 programmed, checkpoint at presentation 0, then "killed"
         w_est = trainer.tie(trainer.mapping.weights(trainer.state.g_est))
         trainer.backend.close()
+    rundir.release()  # the "killed" process's lock goes with it
     done = cli("evaluate", str(rundir.path), "--p", "0.1", "--samples", "5")
     assert done.returncode == 0, done.stderr
     ev = json.loads((rundir.path / "evaluation.json").read_text())
@@ -396,7 +397,6 @@ def test_resume_refuses_options_it_would_otherwise_ignore(
         ["--matrix-resource", "TCPIP::127.0.0.1::5026::SOCKET"],
         ["--dry-run", str(tmp_path / "stream.txt")],
         ["--response", str(tmp_path / "characterization.json")],
-        ["--epochs", "3"],
     ):
         assert hil_cli.main(["train", "--resume", run, *extra, "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -61,6 +61,29 @@ def test_a_planted_arrow_against_each_kind_of_rule_is_reported(tmp_path: Path) -
     assert "hil.commands.train imports hil.cli" in bad
 
 
+def test_planted_arrows_into_and_out_of_the_sweeps_are_reported(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "hil/insitu/report.py": "from hil.sweep import results\n",
+            "hil/network/learning.py": "def f():\n    import hil.sweep.engine\n",
+            "hil/characterize/fit.py": "from hil.sweep.spec import load_sweep\n",
+            "hil/sweep/results.py": "X = 1\n",
+            "hil/sweep/engine.py": "def f():\n    from hil.commands import train\n",
+            "hil/sweep/spec.py": "from hil import cli\nfrom hil.characterize import fit\n",
+            "hil/commands/train.py": "X = 1\n",
+            "hil/cli.py": "X = 1\n",
+        },
+    )
+    bad = "\n".join(L.violations(L.arrows(root)))
+    assert "hil.insitu.report imports hil.sweep.results" in bad
+    assert "hil.network.learning imports hil.sweep.engine" in bad
+    assert "hil.characterize.fit imports hil.sweep.spec" in bad
+    assert "hil.sweep.engine imports hil.commands.train" in bad
+    assert "hil.sweep.spec imports hil.cli" in bad
+    assert "hil.sweep.spec imports hil.characterize.fit" in bad
+
+
 def test_allowed_arrows_are_not_reported(tmp_path: Path) -> None:
     root = _tree(
         tmp_path,
@@ -72,6 +95,8 @@ def test_allowed_arrows_are_not_reported(tmp_path: Path) -> None:
             "hil/insitu/trainer.py": "from hil.network.learning import f\n",
             "hil/characterize/fit.py": "from hil.network import learning\n",
             "hil/commands/train.py": "from hil.insitu import trainer\nimport drivers.scpi\n",
+            "hil/sweep/engine.py": "from hil.insitu import trainer\nfrom hil.network import f\n",
+            "hil/commands/sweep.py": "from hil.sweep import engine\n",
             "hil/cli.py": "from hil.commands import train\n",
         },
     )

@@ -129,3 +129,11 @@ def test_set_files_round_trip() -> None:
     back = parse_text(to_text(ps), "set")
     assert back.names == ps.names and back.shape == ps.shape
     np.testing.assert_array_equal(back.patterns, ps.patterns)
+
+
+def test_the_named_builtin_set_is_the_builtin_set() -> None:
+    from hil.network.patterns import builtin_set, patterns_from_spec
+
+    for ps in (builtin_set("letters16"), patterns_from_spec("builtin:letters16")):
+        assert ps.names == BUILTIN_LETTERS
+        np.testing.assert_array_equal(ps.patterns, builtin_patterns().patterns)

@@ -54,6 +54,8 @@ STUCK_SPAN = 0.05
 NL_BOUND = 9.0
 #: Longest rebuilt trace, in pulses (a device that never saturates is cut here).
 MAX_TRACE = 100_000
+#: A reading below this fraction of the backend's nominal G_min is an open circuit.
+OPEN_CIRCUIT_FRACTION = 0.01
 
 METRIC_UNITS: dict[str, str] = {
     "g_min_s": "S",
@@ -179,6 +181,9 @@ def acquire(
     set_plan = _one_pulse_plan(backend.shape, rows, cols, protocol.pulses.set.shape())
     reset_plan = _one_pulse_plan(backend.shape, rows, cols, protocol.pulses.reset.shape())
     check_experiment(backend, protocol, (set_plan, reset_plan), cycles=cycles)
+    # Before the first pulse: every selected device must be there (a line pair that holds
+    # no device, or a wrong --array/--block, reads as an open circuit).
+    check_connected(backend, rows, cols, read_devices(backend, rows, cols, averages)[None, :])
     g_now = np.zeros(backend.shape)  # latest read of the selected devices, for each check
     for _ in range(n):  # bring every device to its floor first
         backend.apply(reset_plan)
@@ -200,7 +205,42 @@ def acquire(
                 progress(done, total)
             for r in range(repeat):
                 reps[c, phase, r] = read_devices(backend, rows, cols, averages)
+    # A device that read as an open circuit all along gives no verdict either.
+    readings = np.concatenate([ltp.reshape(-1, devices), ltd.reshape(-1, devices)])
+    check_connected(backend, rows, cols, readings, during=True)
     return Traces(ltp=ltp, ltd=ltd, repeats=reps, rows=rows, cols=cols)
+
+
+def check_connected(
+    backend: CrossbarBackend,
+    rows: NDArray[np.int64],
+    cols: NDArray[np.int64],
+    readings: F64,
+    *,
+    during: bool = False,
+) -> None:
+    """InputError naming the first device whose readings (n, K) all look like an open
+    circuit (below OPEN_CIRCUIT_FRACTION of the nominal G_min): a characterisation of
+    missing devices must stop with that, not with a verdict."""
+    info = backend.info()
+    threshold = OPEN_CIRCUIT_FRACTION * info.g_min_s
+    open_ = np.all(readings <= threshold, axis=0)
+    if not open_.any():
+        return
+    k = int(np.flatnonzero(open_)[0])
+    r, c = int(rows[k]), int(cols[k])
+    where = f"device (row={r}, col={c})"
+    block = info.details.get("block")
+    if block:
+        r0, c0 = (int(part.split(":")[0]) for part in str(block).split(","))
+        where = f"device (row={r0 + r}, col={c0 + c}) of the array"
+    g = float(np.max(readings[:, k]))
+    when = "throughout the experiment" if during else "before any pulse"
+    raise InputError(
+        f"{where} reads {g:.3g} S {when}, below {threshold:.3g} S: an open circuit "
+        f"({int(open_.sum())} of {open_.size} devices); check the wiring and --array/--block. "
+        "No verdict."
+    )
 
 
 # --- extraction ------------------------------------------------------------------------------
@@ -515,7 +555,8 @@ def extract(traces: Traces, kind: StateKind = "conductance") -> Characterization
         "d2d_sigma_nl_ltd": sd(ltd.nl),
         "stuck_fraction": float(stuck.mean()),
     }
-    metrics["on_off"] = metrics["g_max_s"] / metrics["g_min_s"]
+    g_lo = metrics["g_min_s"]
+    metrics["on_off"] = metrics["g_max_s"] / g_lo if g_lo > 0 else float("nan")
     response: NeuroSimResponse | None = None
     fitted = [metrics[k] for k in ("states_ltp", "states_ltd", "nl_ltp", "nl_ltd")]
     if all(math.isfinite(v) for v in fitted) and metrics["g_max_s"] > metrics["g_min_s"]:

@@ -59,9 +59,17 @@ def plot_traces(traces: Traces, result: Characterization, path: Path) -> Path:
 def plot_histograms(result: Characterization, path: Path) -> Path:
     """Device-to-device spread of the per-device fits."""
     fig, axes = plt.subplots(2, 3, figsize=(10, 5.5))
+    g_all = [
+        float(v)
+        for key in ("g_min_s", "g_max_s")
+        for v in result.per_device.get(key, [])
+        if v is not None and np.isfinite(v)
+    ]
+    top = max((abs(v) for v in g_all), default=1.0)
+    g_scale, g_unit = (1e9, "nS") if top < 1e-6 else ((1e6, "µS") if top < 1e-3 else (1.0, "S"))
     panels = [
-        ("g_min_s", "G_min (S)", 1.0),
-        ("g_max_s", "G_max (S)", 1.0),
+        ("g_min_s", f"G_min ({g_unit})", g_scale),
+        ("g_max_s", f"G_max ({g_unit})", g_scale),
         ("nl_ltp", "NL LTP", 1.0),
         ("nl_ltd", "NL LTD", 1.0),
         ("states_ltp", "states LTP", 1.0),
@@ -71,7 +79,13 @@ def plot_histograms(result: Characterization, path: Path) -> Path:
         vals = np.array([v for v in result.per_device.get(key, []) if v is not None], dtype=float)
         vals = vals[np.isfinite(vals)] * scale
         if vals.size:
-            ax.hist(vals, bins=min(20, max(5, vals.size // 3)), color="tab:blue", alpha=0.8)
+            lo, hi = float(vals.min()), float(vals.max())
+            if hi - lo <= 1e-9 * max(abs(lo), abs(hi), 1e-300):
+                # one value (or none apart): matplotlib would span +-0.5 around it
+                half = 0.05 * abs(lo) if lo != 0.0 else 0.5
+                lo, hi = lo - half, hi + half
+            bins = min(20, max(5, vals.size // 3))
+            ax.hist(vals, bins=bins, range=(lo, hi), color="tab:blue", alpha=0.8)
         ax.set_xlabel(label)
         ax.set_ylabel("devices")
     fig.suptitle("Device-to-device spread")

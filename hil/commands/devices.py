@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from protocols.errors import InputError
+from protocols.loading import short
 
 
 def add_parser(subparsers: Any) -> None:
@@ -23,6 +24,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("name", nargs="?", help="show every parameter of one preset")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--plot",
+        metavar="PRESET",
+        help="draw the preset's pulse response (SET then RESET trains) to PRESET-response.png",
+    )
+    p.add_argument("--out", metavar="FILE", help="with --plot: the PNG to write")
 
 
 def _summary(name: str) -> dict[str, Any]:
@@ -113,10 +120,19 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
 def run(args: argparse.Namespace) -> int:
     from sim_backend import PRESETS
 
-    if args.name is not None and args.name not in PRESETS:
-        raise InputError(
-            f"unknown device preset {args.name!r}; known presets: {', '.join(PRESETS)}"
-        )
+    for name in (args.name, args.plot):
+        if name is not None and name not in PRESETS:
+            raise InputError(
+                f"unknown device preset {short(name)}; known presets: {', '.join(PRESETS)}"
+            )
+    if args.plot is not None:
+        from pathlib import Path
+
+        from hil.characterize.preset_response import plot_preset_response
+
+        path = plot_preset_response(args.plot, Path(args.out or f"{args.plot}-response.png"))
+        print(f"written: {path}")
+        return 0
     if args.name is None:
         rows = [_summary(name) for name in PRESETS]
         print(json.dumps(rows, indent=2) if args.json else _table(rows))

@@ -2,8 +2,10 @@
 
 `emulate scpi --port P` serves the SMU on TCP 127.0.0.1:P (VISA resource
 TCPIP::127.0.0.1::P::SOCKET) and the switch matrix on P+1; `emulate serial` opens a
-pseudo-terminal and prints its path. Faults can be injected at given rates so that a
-driver's recovery can be watched. Runs until Ctrl-C or `--duration` seconds.
+pseudo-terminal and prints its path; `emulate arc1` serves an ArC ONE on a pseudo-terminal
+(or, with `--tcp PORT`, as socket://127.0.0.1:PORT) and prints what to open. Faults can be
+injected at given rates so that a driver's recovery can be watched. Runs until Ctrl-C or
+`--duration` seconds.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "emulate",
-        help="serve an emulated instrument (SCPI over TCP, pulse board on a pty)",
+        help="serve an emulated instrument (SCPI over TCP; pulse board, ArC ONE on a pty)",
         description="Serve an emulated instrument on 127.0.0.1 or a pseudo-terminal.",
     )
     sub = p.add_subparsers(dest="instrument", metavar="INSTRUMENT", required=True)
@@ -74,6 +76,25 @@ def add_parser(subparsers: Any) -> None:
     _common(scpi)
     serial = sub.add_parser("serial", help="crossbar pulse board on a pseudo-terminal")
     _common(serial)
+    arc1 = sub.add_parser(
+        "arc1", help="ArC ONE on a pseudo-terminal (or socket:// on 127.0.0.1 with --tcp)"
+    )
+    arc1.add_argument(
+        "--tcp", type=int, default=None, metavar="PORT",
+        help="serve on 127.0.0.1:PORT (0: any free port) instead of a pseudo-terminal",
+    )  # fmt: skip
+    arc1.add_argument(
+        "--old-firmware", action="store_true", help="no reply to the version query (999)"
+    )
+    arc1.add_argument(
+        "--reset-time", type=_positive, default=0.5, metavar="S",
+        help="the board ignores input this long after 00 (default 0.5)",
+    )  # fmt: skip
+    arc1.add_argument(
+        "--log", metavar="FILE", help="on exit, write every pulse applied (CSV: W, B, V, width)"
+    )
+    _common(arc1)
+    arc1.set_defaults(rows=32, cols=32)
 
 
 def _faults(args: argparse.Namespace) -> Any:
@@ -107,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     faults = _faults(args)
     if args.instrument == "scpi":
         return _serve_scpi(args, array, faults)
+    if args.instrument == "arc1":
+        return _serve_arc1(args, array, faults)
     return _serve_serial(args, array, faults)
 
 
@@ -160,6 +183,44 @@ def _serve_serial(args: argparse.Namespace, array: Any, faults: Any) -> int:
     print(
         f"stopped: {len(batches)} batches, {sum(b.pulses for b in batches)} pulses, "
         f"{emu.frames} frames",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _serve_arc1(args: argparse.Namespace, array: Any, faults: Any) -> int:
+    from drivers.emu_arc1 import FIRMWARE, Arc1Core, Arc1Emulator
+
+    if args.rows > 32 or args.cols > 32:
+        raise InputError(f"--rows {args.rows} --cols {args.cols}: an ArC ONE has 32 x 32 lines")
+    core = Arc1Core(array, firmware=None if args.old_firmware else FIRMWARE)
+    transport = "pty" if args.tcp is None else "tcp"
+    try:
+        emu = Arc1Emulator(
+            core, faults, transport=transport, port=args.tcp or 0, reset_s=args.reset_time
+        )
+    except OSError as exc:
+        raise InputError(f"--tcp {args.tcp}: cannot listen on 127.0.0.1: {exc.strerror}") from None
+    with emu:
+        print(emu.url, flush=True)
+        print(
+            f"ArC ONE, {args.rows}x{args.cols} crossbar, preset {args.preset} seed {args.seed}; "
+            "Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        _wait(args)
+    pulses = core.log.entries
+    if args.log:
+        try:
+            with open(args.log, "w", encoding="ascii") as fh:
+                fh.write("seq,word,bit,amplitude_v,width_s\n")
+                for p in pulses:
+                    fh.write(f"{p.seq},{p.word},{p.bit},{p.amplitude_v!r},{p.width_s!r}\n")
+        except OSError as exc:
+            raise InputError(f"--log {args.log}: cannot write ({exc.strerror})") from None
+    print(
+        f"stopped: {len(pulses)} pulses, {emu.commands} commands, {len(core.ignored)} ignored",
         file=sys.stderr,
     )
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,6 @@ from hil.network.patterns import PatternSet, builtin_patterns, letters26, load_p
 from hil.network.reproduce import RULES, Bar, ReproduceConfig
 from protocols.errors import InputError
 
-DEFAULT_OUT = Path("runs/reproduce")
 #: Corrupted samples per pattern and p: the paper's 1000 for one set. Over many sets the
 #: spread between sets dominates the sampling error of each (at 250, at most 0.008 per set at
 #: 16 patterns), and 20 sets then fit in a few minutes on two cores.
@@ -76,7 +76,7 @@ def add_parser(subparsers: Any) -> None:
         help="denoising mode: train on inputs corrupted with probability P",
     )
     p.add_argument("--seed", type=int, default=0, metavar="S")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR")
+    p.add_argument("--out", type=Path, metavar="DIR", help="default: a fresh runs/reproduce-<time>")
     sets = p.add_argument_group(
         "pattern sets",
         "Table I over K random pattern sets instead of one: mean, sd, min and max per rule "
@@ -242,7 +242,7 @@ def _write_json(path: Path, results: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    out: Path = args.out
+    out: Path = args.out or Path("runs") / time.strftime("reproduce-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a directory")
     if args.pattern_sets is not None:

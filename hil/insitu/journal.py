@@ -21,15 +21,21 @@ their pending plans resolve as before, to 'unknown').
 
 Any failure to write (unwritable directory, full disk, I/O error) raises `JournalError`, a
 one-line `InputError`, before the pulses that depended on it are sent.
+
+The journal also keeps where the run came from (`record_origin`): the resolved config and
+the text of its protocol file, each with a SHA-256 digest. A resume recomputes both and
+`origin_changes` names every field that differs, so a run never continues under limits,
+a scheme or a read voltage other than those it started with.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +143,35 @@ class JournalError(InputError):
     """The journal could not be written; nothing that depended on it was sent."""
 
 
+def digest_of(data: Any) -> str:
+    """SHA-256 of plain data in canonical JSON (sorted keys): equal data, equal digest."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every field whose value differs between two plain-data trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(path)
+            else:
+                out.extend(changed_fields(old[key], new[key], path))
+        return out
+    return [] if old == new else [prefix or "(whole value)"]
+
+
+def _shown(fields: list[str], limit: int = 8) -> str:
+    more = f" (+{len(fields) - limit} more)" if len(fields) > limit else ""
+    return ", ".join(fields[:limit]) + more
+
+
 @dataclass(frozen=True)
 class PlanRecord:
     seq: int
@@ -230,6 +265,58 @@ class Journal:
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
+
+    # -- origin: what the run started with ------------------------------------------------
+    def record_origin(self, config: dict[str, Any], protocol_text: str | None) -> None:
+        """Keep the resolved config and the protocol file's text, with their digests."""
+        values = {
+            "config": config,
+            "config_digest": digest_of(config),
+            "protocol_text": protocol_text,
+            "protocol_digest": None if protocol_text is None else text_digest(protocol_text),
+        }
+        with self._tx(durable=True) as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+
+    def has_origin(self) -> bool:
+        return self.get_meta("config_digest") is not None
+
+    def origin_changes(
+        self,
+        config: dict[str, Any],
+        protocol_text: str | None,
+        protocol_fields: Callable[[str], dict[str, Any]] | None = None,
+    ) -> list[str]:
+        """What differs between the recorded origin and `config` / `protocol_text`.
+
+        Each entry names the changed fields (`limits.max_set_v`, `protocol limits.max_set_v`);
+        `protocol_fields(text)` turns a protocol text into plain data for the field names.
+        An empty list means the run may continue.
+        """
+        out: list[str] = []
+        stored = self.get_meta("config")
+        if digest_of(config) != self.get_meta("config_digest"):
+            if isinstance(stored, dict) and digest_of(stored) == self.get_meta("config_digest"):
+                out.append("config fields changed: " + _shown(changed_fields(stored, config)))
+            else:
+                out.append("the journal's copy of the config does not match its digest")
+        old_text = self.get_meta("protocol_text")
+        new_digest = None if protocol_text is None else text_digest(protocol_text)
+        if new_digest != self.get_meta("protocol_digest"):
+            fields: list[str] = []
+            if protocol_fields is not None and old_text is not None and protocol_text is not None:
+                try:
+                    fields = changed_fields(
+                        protocol_fields(old_text), protocol_fields(protocol_text)
+                    )
+                except InputError:
+                    fields = []
+            what = f" ({_shown(fields)})" if fields else ""
+            out.append(f"the protocol file's content changed{what}")
+        return out
 
     # -- plans ---------------------------------------------------------------------------
     def record_intent(
@@ -464,12 +551,15 @@ class Journal:
             "SELECT COUNT(*), COALESCE(SUM(pulses), 0), COALESCE(SUM(energy_j), 0) FROM plans "
             "WHERE state = 'applied'"
         ).fetchone()
-        refused = self._conn.execute(
-            "SELECT COUNT(*) FROM presentations WHERE accepted = 0"
-        ).fetchone()[0]
+        presented, refused, by_limit = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(accepted = 0), 0), "
+            "COALESCE(SUM(status = 'limit_violation'), 0) FROM presentations"
+        ).fetchone()
         return {
             "plans": int(row[0]),
             "pulses": int(row[1]),
             "energy_j": float(row[2]),
+            "presentations": int(presented),
             "refused_updates": int(refused),
+            "refused_by_limit": int(by_limit),
         }

@@ -114,6 +114,20 @@ class DifferentialMapping:
         plus, minus = self.split(device_mask.astype(np.float64))
         return (plus > 0) | (minus > 0)
 
+    def device_roles(self) -> tuple[NDArray[np.bool_], NDArray[np.intp], NDArray[np.intp]]:
+        """Per device of the array: is it a G+, and the weight (i, j) its pair stores."""
+        plus = np.zeros(self.shape[1], dtype=bool)
+        plus[self.plus_cols] = True
+        inv = np.empty(self.shape[1], dtype=np.intp)
+        inv[self.plus_cols] = np.arange(self.n)
+        inv[self.minus_cols] = np.arange(self.n)
+        rows = np.arange(self.n, dtype=np.intp)[:, None]
+        return (
+            np.broadcast_to(plus, self.shape).copy(),
+            np.broadcast_to(rows, self.shape).copy(),
+            np.broadcast_to(inv, self.shape).copy(),
+        )
+
     # -- programming targets and updates -------------------------------------------------
     def targets(self, W: Array) -> Array:
         """Conductances realising W symmetrically about mid-range: G± = G_mid ± W g_scale / 2."""
@@ -166,6 +180,237 @@ class DifferentialMapping:
             "w_max": self.w_max,
             "layout": self.layout,
         }
+
+
+@dataclass(frozen=True)
+class SymmetricMapping:
+    """Each symmetric weight stored once: one differential pair per unordered pair i < j.
+
+    The paper's network is symmetric (W_ij = W_ji), so a pair per ordered (i, j), as
+    `DifferentialMapping` stores it, spends half the devices on copies. Here the pair of
+    W_ij (i < j) sits at G+ = (i, j - 1) and G- = (j, i) on an N x (N - 1) array: row r
+    holds the G- of its pairs with smaller units in columns 0..r-1 and the G+ of its pairs
+    with larger units in columns r..N-2, so every device is used and N = 32 units fit in
+    32 x 31 = 992 devices. The diagonal is stored only when the run learns it
+    (`diagonal=True`: pairs i <= j, G+ = (i, j + 1), G- = (j, i), an N x (N + 1) array);
+    otherwise W_ii = 0 and the rule's diagonal requests are not delivered.
+    """
+
+    n: int
+    g_min_s: float
+    g_max_s: float
+    g_scale: float
+    diagonal: bool = False
+    pair_i: NDArray[np.intp] = field(init=False, repr=False, compare=False)
+    pair_j: NDArray[np.intp] = field(init=False, repr=False, compare=False)
+    plus_flat: NDArray[np.intp] = field(init=False, repr=False, compare=False)
+    minus_flat: NDArray[np.intp] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.n < (1 if self.diagonal else 2):
+            raise ValueError(
+                f"a symmetric mapping without the diagonal needs at least two units, got n={self.n}"
+            )
+        if not (0.0 < self.g_min_s < self.g_max_s):
+            raise ValueError(
+                f"device range must satisfy 0 < g_min < g_max, got [{self.g_min_s}, "
+                f"{self.g_max_s}] S"
+            )
+        if not (np.isfinite(self.g_scale) and self.g_scale > 0.0):
+            raise ValueError(f"g_scale must be positive and finite, got {self.g_scale}")
+        i, j = np.triu_indices(self.n, 0 if self.diagonal else 1)
+        cols = self.shape[1]
+        plus_col = j + 1 if self.diagonal else j - 1
+        object.__setattr__(self, "pair_i", i.astype(np.intp))
+        object.__setattr__(self, "pair_j", j.astype(np.intp))
+        object.__setattr__(self, "plus_flat", (i * cols + plus_col).astype(np.intp))
+        object.__setattr__(self, "minus_flat", (j * cols + i).astype(np.intp))
+
+    @classmethod
+    def from_range(
+        cls, n: int, g_min_s: float, g_max_s: float, *, w_max: float, diagonal: bool = False
+    ) -> SymmetricMapping:
+        """Scale so that |W| = w_max uses the whole range of one device of the pair."""
+        if not (np.isfinite(w_max) and w_max > 0.0):
+            raise ValueError(f"w_max must be positive and finite, got {w_max}")
+        return cls(n, g_min_s, g_max_s, (g_max_s - g_min_s) / w_max, diagonal)
+
+    @staticmethod
+    def shape_for(n: int, diagonal: bool) -> tuple[int, int]:
+        """Physical array (rows, cols) of n units: (n, n - 1), or (n, n + 1) with the diagonal."""
+        return (n, n + 1 if diagonal else n - 1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.shape_for(self.n, self.diagonal)
+
+    @property
+    def pairs(self) -> int:
+        return int(self.pair_i.size)
+
+    @property
+    def w_max(self) -> float:
+        return (self.g_max_s - self.g_min_s) / self.g_scale
+
+    @property
+    def g_mid_s(self) -> float:
+        return 0.5 * (self.g_min_s + self.g_max_s)
+
+    # -- layout --------------------------------------------------------------------------
+    def _flat(self, G: Array) -> Array:
+        G = np.asarray(G, dtype=np.float64)
+        if G.shape != self.shape:
+            raise ValueError(f"conductances have shape {G.shape}, the mapping needs {self.shape}")
+        return G.reshape(-1)
+
+    def _square(self, values: Array, fill: float) -> Array:
+        out = np.full((self.n, self.n), fill, dtype=np.float64)
+        out[self.pair_i, self.pair_j] = values
+        out[self.pair_j, self.pair_i] = values
+        return out
+
+    def split(self, G: Array) -> tuple[Array, Array]:
+        """(G+, G-) as symmetric N x N matrices; an unstored diagonal reads G_mid for both."""
+        flat = self._flat(G)
+        mid = self.g_mid_s
+        return self._square(flat[self.plus_flat], mid), self._square(flat[self.minus_flat], mid)
+
+    def join(self, g_plus: Array, g_minus: Array) -> Array:
+        """The physical array from the upper triangles of two N x N matrices."""
+        out = np.empty(self.shape[0] * self.shape[1], dtype=np.float64)
+        out[self.plus_flat] = np.asarray(g_plus, dtype=np.float64)[self.pair_i, self.pair_j]
+        out[self.minus_flat] = np.asarray(g_minus, dtype=np.float64)[self.pair_i, self.pair_j]
+        return out.reshape(self.shape)
+
+    def weights(self, G: Array) -> Array:
+        """W = (G+ - G-) / g_scale, symmetric; W_ii = 0 when the diagonal is not stored."""
+        flat = self._flat(G)
+        return self._square((flat[self.plus_flat] - flat[self.minus_flat]) / self.g_scale, 0.0)
+
+    def pair_mask(self, device_mask: BoolArray) -> BoolArray:
+        """N x N: True where either device of the weight's pair is flagged."""
+        flat = np.asarray(device_mask, dtype=bool).reshape(-1)
+        hit = flat[self.plus_flat] | flat[self.minus_flat]
+        out = np.zeros((self.n, self.n), dtype=bool)
+        out[self.pair_i, self.pair_j] = hit
+        out[self.pair_j, self.pair_i] = hit
+        return out
+
+    def device_roles(self) -> tuple[NDArray[np.bool_], NDArray[np.intp], NDArray[np.intp]]:
+        """Per device of the array: is it a G+, and the weight (i, j) its pair stores."""
+        size = self.shape[0] * self.shape[1]
+        plus = np.zeros(size, dtype=bool)
+        wi = np.empty(size, dtype=np.intp)
+        wj = np.empty(size, dtype=np.intp)
+        plus[self.plus_flat] = True
+        for flat in (self.plus_flat, self.minus_flat):
+            wi[flat] = self.pair_i
+            wj[flat] = self.pair_j
+        return plus.reshape(self.shape), wi.reshape(self.shape), wj.reshape(self.shape)
+
+    # -- programming targets and updates -------------------------------------------------
+    def _upper(self, W: Array, what: str) -> Array:
+        W = np.asarray(W, dtype=np.float64)
+        if W.shape != (self.n, self.n):
+            raise ValueError(f"{what} has shape {W.shape}, the mapping needs {(self.n, self.n)}")
+        return 0.5 * (W[self.pair_i, self.pair_j] + W[self.pair_j, self.pair_i])
+
+    def targets(self, W: Array) -> Array:
+        """Conductances realising the symmetric part of W about mid-range (diagonal dropped
+        when it is not stored): G+- = G_mid +- W g_scale / 2."""
+        w = self._upper(W, "W")
+        over = np.abs(w) > self.w_max
+        if over.any():
+            k = int(np.argmax(over))
+            raise ValueError(
+                f"weight W[{self.pair_i[k]}, {self.pair_j[k]}] = {w[k]:.4g} is outside +-w_max "
+                f"= {self.w_max:.4g}; raise mapping.w_max"
+            )
+        half = 0.5 * w * self.g_scale
+        out = np.empty(self.shape[0] * self.shape[1], dtype=np.float64)
+        out[self.plus_flat] = self.g_mid_s + half
+        out[self.minus_flat] = self.g_mid_s - half
+        return out.reshape(self.shape)
+
+    def request(self, dW: Array, G: Array, stuck: BoolArray | None = None) -> Array:
+        """Per-device dG realising the symmetric dW, each pair's change on the device with
+        more room (as `DifferentialMapping.request`); unstored diagonal requests are dropped."""
+        dw = self._upper(dW, "dW")
+        flat = self._flat(G)
+        g_plus, g_minus = flat[self.plus_flat], flat[self.minus_flat]
+        up = dw > 0
+        room_plus = np.where(up, self.g_max_s - g_plus, g_plus - self.g_min_s)
+        room_minus = np.where(up, g_minus - self.g_min_s, self.g_max_s - g_minus)
+        dg = dw * self.g_scale
+        if stuck is not None:
+            s = np.asarray(stuck, dtype=bool).reshape(-1)
+            room_plus = np.where(s[self.plus_flat], -np.inf, room_plus)
+            room_minus = np.where(s[self.minus_flat], -np.inf, room_minus)
+            dg = np.where(np.isfinite(np.maximum(room_plus, room_minus)), dg, 0.0)
+        use_plus = room_plus >= room_minus
+        out = np.zeros(self.shape[0] * self.shape[1], dtype=np.float64)
+        out[self.plus_flat] = np.where(use_plus, dg, 0.0)
+        out[self.minus_flat] = np.where(use_plus, 0.0, -dg)
+        return out.reshape(self.shape)
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {
+            "n": self.n,
+            "g_min_s": self.g_min_s,
+            "g_max_s": self.g_max_s,
+            "g_scale": self.g_scale,
+            "w_max": self.w_max,
+            "layout": "symmetric",
+            "diagonal": int(self.diagonal),
+            "pairs": self.pairs,
+            "devices": self.shape[0] * self.shape[1],
+        }
+
+
+#: Either mapping; the trainer uses only what both provide.
+WeightMapping = DifferentialMapping | SymmetricMapping
+MappingLayout = Literal["blocks", "interleaved", "symmetric"]
+
+
+def make_mapping(
+    n: int,
+    g_min_s: float,
+    g_max_s: float,
+    *,
+    w_max: float,
+    layout: MappingLayout = "blocks",
+    diagonal: bool = True,
+) -> WeightMapping:
+    """The mapping a run config names (`mapping.layout`, `mapping.diagonal`)."""
+    if layout == "symmetric":
+        return SymmetricMapping.from_range(n, g_min_s, g_max_s, w_max=w_max, diagonal=diagonal)
+    return DifferentialMapping.from_range(n, g_min_s, g_max_s, w_max=w_max, layout=layout)
+
+
+def mapping_shape(n: int, layout: MappingLayout, diagonal: bool) -> tuple[int, int]:
+    """Physical array an n-unit network needs under a layout."""
+    if layout == "symmetric":
+        return SymmetricMapping.shape_for(n, diagonal)
+    return (n, 2 * n)
+
+
+def largest_network(rows: int, cols: int, layout: MappingLayout, diagonal: bool) -> int:
+    """The most units a rows x cols array holds under a layout (0 if none)."""
+    if layout == "symmetric":
+        return min(rows, cols - 1 if diagonal else cols + 1) if cols > 0 else 0
+    return min(rows, cols // 2)
+
+
+def what_fits(rows: int, cols: int) -> str:
+    """One sentence naming the networks a rows x cols array holds, for error messages."""
+    sym = largest_network(rows, cols, "symmetric", False)
+    sym_diag = largest_network(rows, cols, "symmetric", True)
+    diff = largest_network(rows, cols, "blocks", True)
+    return (
+        f"a {rows} x {cols} array holds N <= {sym} units with mapping.layout: symmetric "
+        f"(N <= {sym_diag} with mapping.diagonal: true; `--task glyphs32` is N = 32), or "
+        f"N <= {diff} with a differential pair per ordered pair (blocks, interleaved)"
+    )
 
 
 @dataclass
@@ -275,22 +520,22 @@ def stuck_after_programming(
     return missed & frozen
 
 
-def stuck_report(mapping: DifferentialMapping, stuck: BoolArray, G: Array) -> dict[str, object]:
+def stuck_report(mapping: WeightMapping, stuck: BoolArray, G: Array) -> dict[str, object]:
     """Which devices are stuck, their weight pair and conductance, and which weights are frozen."""
     rows, cols = np.nonzero(stuck)
-    inv = np.empty(mapping.shape[1], dtype=np.intp)
-    inv[mapping.plus_cols] = np.arange(mapping.n)
-    inv[mapping.minus_cols] = np.arange(mapping.n)
-    is_plus = np.zeros(mapping.shape[1], dtype=bool)
-    is_plus[mapping.plus_cols] = True
-    s_plus, s_minus = mapping.split(stuck.astype(np.float64))
-    frozen = (s_plus > 0) & (s_minus > 0)
+    is_plus, wi, wj = mapping.device_roles()
+    flags = np.asarray(stuck, dtype=bool)
+    plus_stuck = np.zeros((mapping.n, mapping.n), dtype=bool)
+    minus_stuck = np.zeros((mapping.n, mapping.n), dtype=bool)
+    plus_stuck[wi[flags & is_plus], wj[flags & is_plus]] = True
+    minus_stuck[wi[flags & ~is_plus], wj[flags & ~is_plus]] = True
+    frozen = plus_stuck & minus_stuck
     devices = [
         {
             "row": int(r),
             "col": int(c),
-            "role": "G+" if is_plus[c] else "G-",
-            "weight": [int(r), int(inv[c])],
+            "role": "G+" if is_plus[r, c] else "G-",
+            "weight": [int(wi[r, c]), int(wj[r, c])],
             "g_s": float(G[r, c]),
             "at": "g_min"
             if G[r, c] <= mapping.g_min_s + 0.02 * (mapping.g_max_s - mapping.g_min_s)
@@ -304,6 +549,6 @@ def stuck_report(mapping: DifferentialMapping, stuck: BoolArray, G: Array) -> di
         "stuck_devices": len(devices),
         "stuck_fraction": float(stuck.mean()) if stuck.size else 0.0,
         "frozen_weights": int(frozen.sum()),
-        "one_sided_weights": int(((s_plus > 0) ^ (s_minus > 0)).sum()),
+        "one_sided_weights": int((plus_stuck ^ minus_stuck).sum()),
         "devices": devices,
     }

@@ -43,6 +43,19 @@ def _relocate(message: str, idx: NDArray[np.intp], cols: int) -> str:
     return _DEVICE.sub(where, message)
 
 
+def programming_scheme(
+    tolerance: float, max_iterations: int, limits: SafetyLimits
+) -> WriteVerifyScheme:
+    """The write-verify scheme of the initial programming (its ISPP steps are the defaults)."""
+    return WriteVerifyScheme(
+        kind="write_verify",
+        tolerance_frac=tolerance,
+        max_iterations=max_iterations,
+        pulses_per_iteration="model",
+        max_pulses_per_iteration=limits.max_pulses_per_device_per_update,
+    )
+
+
 Send = Callable[[PulsePlan, Array], None]
 Read = Callable[[], Array]
 
@@ -187,12 +200,6 @@ class UpdatePlanner:
         Rounds may use the whole per-update pulse budget of the limits: devices start far
         from their targets (at a bound), unlike the small moves of training.
         """
-        scheme = WriteVerifyScheme(
-            kind="write_verify",
-            tolerance_frac=tolerance,
-            max_iterations=max_iterations,
-            pulses_per_iteration="model",
-            max_pulses_per_iteration=self.limits.max_pulses_per_device_per_update,
-        )
+        scheme = programming_scheme(tolerance, max_iterations, self.limits)
         active = np.ones(target.shape, dtype=bool)
         return self.write_verify(scheme, target, g, active, send=send, read=read)

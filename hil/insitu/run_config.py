@@ -8,11 +8,9 @@ written to the run directory, so a resumed run uses exactly what the first run u
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,8 +22,8 @@ from pydantic import (
 
 from hil.network.learning import RuleConfig
 from protocols.errors import InputError
-from protocols.limits import SafetyLimits
-from protocols.protocol_file import reject_duplicate_keys
+from protocols.limits import LimitsOverride
+from protocols.loading import parse_document, read_text
 from protocols.response import NeuroSimResponse
 from protocols.spec import Scheme
 
@@ -40,7 +38,10 @@ class _Strict(BaseModel):
 class TrainingConfig(_Strict):
     """What is learnt and for how long."""
 
-    patterns: str | None = Field(default=None, description="pattern file; None = built-in 16")
+    patterns: str | None = Field(
+        default=None,
+        description="pattern file, or builtin:<name> (letters16, glyphs32); None = built-in 16",
+    )
     epochs: int = Field(default=100, ge=1, le=100_000)
     order: Literal["fixed", "shuffled"] = "fixed"
     mode: Literal["paper", "denoising"] = Field(
@@ -55,7 +56,7 @@ class TrainingConfig(_Strict):
 class BackendConfig(_Strict):
     """Which array the run trains on."""
 
-    kind: Literal["sim", "visa", "serial"] = "sim"
+    kind: Literal["sim", "visa", "serial", "arc1", "arc2"] = "sim"
     preset: str = Field(default="epiram", description="simulator preset (sim and emulators)")
     resource: str | None = Field(default=None, description="VISA resource string")
     port: str | None = Field(default=None, description="serial port or URL")
@@ -67,10 +68,15 @@ class BackendConfig(_Strict):
 
 
 class MappingConfig(_Strict):
-    """Differential pairs on an N x 2N array."""
+    """Differential pairs: per ordered pair on an N x 2N array (blocks, interleaved), or per
+    unordered pair on an N x (N - 1) array (symmetric; N x (N + 1) with the diagonal)."""
 
     w_max: float = Field(default=0.5, gt=0.0, description="|W| that spans one device's range")
-    layout: Literal["blocks", "interleaved"] = "blocks"
+    layout: Literal["blocks", "interleaved", "symmetric"] = "blocks"
+    diagonal: bool = Field(
+        default=True,
+        description="store and learn W_ii (symmetric layout; the other layouts always do)",
+    )
     tie_symmetric: bool = Field(
         default=True,
         description="relax on (W + W^T)/2: W_ij and W_ji act as one tied weight, as the "
@@ -94,6 +100,13 @@ class LoopConfig(_Strict):
     verify: bool = Field(default=False, description="read back after every plan")
     on_bad_update: Literal["continue", "stop"] = "continue"
     max_refused: int | None = Field(default=None, ge=1, description="stop after this many")
+    max_limit_refused_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="a run in which a larger share of its presentations had their update "
+        "refused by a safety limit ends as 'refused' (exit code 4), not 'complete'",
+    )
 
 
 class StuckConfig(_Strict):
@@ -148,8 +161,11 @@ class RunConfig(_Strict):
     loop: LoopConfig = LoopConfig()
     stuck: StuckConfig = StuckConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    limits: SafetyLimits | None = Field(
-        default=None, description="None: the protocol file's, else the preset's defaults"
+    limits: LimitsOverride | None = Field(
+        default=None,
+        description="laid field by field on the protocol file's limits (else the built-in "
+        "ones): a field may be tightened; raising one needs `allow_raise: [field]`, is "
+        "logged, and stays under the hard ceilings",
     )
     response: NeuroSimResponse | str | None = Field(
         default=None,
@@ -158,6 +174,20 @@ class RunConfig(_Strict):
         "The resolved config embeds the model, so a resumed run plans with the same one.",
     )
     run: RunSection = RunSection()
+
+    @model_validator(mode="after")
+    def _mapping_options(self) -> RunConfig:
+        if not self.mapping.diagonal and self.mapping.layout != "symmetric":
+            raise ValueError(
+                f"mapping.diagonal: false needs mapping.layout: symmetric (the "
+                f"{self.mapping.layout} layout always stores the diagonal)"
+            )
+        if self.mapping.layout == "symmetric" and self.loop.analog_mvm:
+            raise ValueError(
+                "loop.analog_mvm probes one column pair per unit; mapping.layout: symmetric "
+                "has no such columns: use one or the other"
+            )
+        return self
 
     @model_validator(mode="after")
     def _w0_fits(self) -> RunConfig:
@@ -199,37 +229,19 @@ def validate_config(data: Any, source: str = "config") -> RunConfig:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Plain data from a YAML, JSON or TOML file (by extension), with one-line errors."""
+    """Plain data from a YAML, JSON or TOML file (by extension), with one-line errors.
+
+    Read through `protocols.loading`: regular files only, size, nesting and YAML
+    alias-expansion caps, a key written twice refused.
+    """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"config {p}: cannot read ({exc.strerror or exc})") from None
+    source = f"config {p}"
+    text = read_text(p, source)
     if not text.strip():
-        raise InputError(f"config {p}: the file is empty")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            raise InputError(f"config {p}: unknown extension {suffix!r}; use .yaml, .toml or .json")
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"config {p}: TOML syntax error: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"config {p}: JSON syntax error at line {exc.lineno}: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"config {p}: YAML syntax error{where}: {problem}") from None
+        raise InputError(f"{source}: the file is empty")
+    data = parse_document(text, source, p.suffix)
     if not isinstance(data, dict):
-        raise InputError(f"config {p}: the run config must be a mapping, got {type(data).__name__}")
-    if suffix != ".toml":  # TOML refuses a repeated key itself
-        reject_duplicate_keys(text, f"config {p}", suffix)
+        raise InputError(f"{source}: the run config must be a mapping, got {type(data).__name__}")
     return data
 
 

@@ -7,20 +7,31 @@ Layout:
     final.npz                final conductances, weights, pulse counts, stuck mask
     report.md, report.json, *.png
 
+    run.lock                 the lock of the process using the run (pid, host, start time)
+
 Every file is written to a temporary name, fsynced and renamed, then the directory is
 fsynced, so a kill leaves either the old or the new file, never half of one. Checkpoints hold
 no pickles: arrays go in the npz, everything else (random generator states, positions) in a
 JSON entry, so loading a run never executes code from it.
+
+A process that creates or opens a run holds an OS lock on run.lock (`fcntl.flock`) until it
+releases the run or ends, however it ends (the kernel drops the lock of a dead process, so
+there is never a stale lock to clean up). A second process on the same run is told which
+process holds it instead of meeting the first one's writes in the journal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
 import re
+import socket
+import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protocols.errors import InputError
+from protocols.loading import MAX_DOCUMENT_BYTES, parse_document, read_bytes, read_text
 
 _CKPT = re.compile(r"^ckpt-(\d{10})\.npz$")
 _META_KEY = "__meta__"
@@ -46,6 +58,77 @@ _UMASK = _read_umask()
 
 class RunDirError(InputError):
     """The run directory cannot be created, written or read."""
+
+
+class RunInUse(RunDirError):
+    """Another process holds the run directory's lock."""
+
+
+LOCK_NAME = "run.lock"
+#: Largest .npz file read (a checkpoint of a 2048 x 4096 array is a few hundred MiB).
+MAX_NPZ_BYTES = 1 << 32
+#: Largest .npz member accepted (a 2048 x 4096 float64 array is 64 MiB): no zip bomb.
+MAX_NPZ_MEMBER_BYTES = 1 << 30
+
+#: Locks this process holds: resolved run path -> [descriptor, users].
+_HELD: dict[str, list[int]] = {}
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, from what the holder wrote into the lock file."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        return (
+            f"process {int(info['pid'])} on host {info['host']} (started {info['started']}: "
+            f"{info['command']})"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def acquire_lock(path: Path) -> None:
+    """Hold the run's lock for this process (re-entrant inside one process)."""
+    key = str(path.resolve())
+    held = _HELD.get(key)
+    if held is not None:
+        held[1] += 1
+        return
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_UMASK)
+    except OSError as exc:
+        raise RunDirError(f"run directory {path} is not writable: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        who = _holder(fd)
+        os.close(fd)
+        raise RunInUse(
+            f"run directory {path} is in use by {who}; wait for it to end (or stop it) "
+            "before using this run"
+        ) from None
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": " ".join(["mrnn-hil", *sys.argv[1:3]])[:120],
+    }
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+    _HELD[key] = [fd, 1]
+
+
+def release_lock(path: Path) -> None:
+    """Give back one hold of the run's lock; the last one releases it."""
+    key = str(path.resolve())
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            os.close(held[0])
 
 
 def _fsync_dir(path: Path) -> None:
@@ -138,11 +221,13 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.locked = False
 
     # -- creation and checks -------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path) -> RunDir:
-        """A new run directory; refuse one that already holds a run, or that is not writable."""
+        """A new run directory, locked for this process; refuse one that already holds a run,
+        that another process uses, or that is not writable."""
         rd = cls(path)
         if (rd.path / "config.json").exists():
             raise RunDirError(
@@ -155,15 +240,38 @@ class RunDir:
             raise RunDirError(
                 f"cannot create run directory {rd.path}: {exc.strerror or exc}"
             ) from exc
-        rd.check_writable()
+        rd.lock()
+        try:
+            if (rd.path / "config.json").exists():  # made by another process meanwhile
+                raise RunDirError(
+                    f"run directory {rd.path} already holds a run; resume it with --resume "
+                    f"{rd.path} or choose another --out"
+                )
+            rd.check_writable()
+        except BaseException:
+            rd.release()
+            raise
         return rd
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
+        """An existing run, for reading; a process that writes to it calls `lock` first."""
         rd = cls(path)
         if not (rd.path / "config.json").is_file():
             raise RunDirError(f"{rd.path} is not a run directory (no config.json)")
         return rd
+
+    def lock(self) -> None:
+        """Hold the run's lock until `release` or the end of the process; `RunInUse` names
+        the holder when another process has it."""
+        if not self.locked:
+            acquire_lock(self.path)
+            self.locked = True
+
+    def release(self) -> None:
+        if self.locked:
+            self.locked = False
+            release_lock(self.path)
 
     def check_writable(self) -> None:
         probe = self.path / ".write-probe"
@@ -204,9 +312,11 @@ class RunDir:
     def read_json(self, name: str) -> Any:
         path = self.path / name
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"cannot read {path}: {exc}") from exc
+            return parse_document(
+                read_text(path, str(path), MAX_DOCUMENT_BYTES), str(path), ".json"
+            )
+        except InputError as exc:
+            raise RunDirError(f"cannot read {exc}") from None
 
     def save_npz(self, path: Path, arrays: dict[str, NDArray[Any]]) -> None:
         write_atomic(path, npz_bytes(arrays))
@@ -232,12 +342,29 @@ class RunDir:
         return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)))  # type: ignore[union-attr]
 
     def load_npz(self, path: Path, need: tuple[str, ...] = ()) -> dict[str, NDArray[Any]]:
-        """Every array of an .npz file, or a one-line `RunDirError` naming the file."""
+        """Every array of an .npz file, or a one-line `RunDirError` naming the file.
+
+        Only a zip archive of .npy members is read (np.load would take a lone pickle and
+        answer with advice to unpickle it); members are size-checked before they are
+        inflated, and nothing is ever unpickled.
+        """
         try:
-            with np.load(path, allow_pickle=False) as data:
+            raw = read_bytes(path, str(path), MAX_NPZ_BYTES)
+        except InputError as exc:
+            raise RunDirError(f"cannot read {exc}") from None
+        if not raw.startswith(b"PK\x03\x04"):
+            raise RunDirError(f"cannot read {path}: not an .npz archive written by mrnn-hil")
+        try:
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+                for info in zf.infolist():
+                    if not info.filename.endswith(".npy"):
+                        raise ValueError(f"member {info.filename[:40]!r} is not an array")
+                    if info.file_size > MAX_NPZ_MEMBER_BYTES:
+                        raise ValueError(f"member {info.filename[:40]!r} is too large")
+            with np.load(io.BytesIO(raw), allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise RunDirError(f"cannot read {path}: {exc}") from None
+            raise RunDirError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
         missing = [k for k in need if k not in arrays]
         if missing:
             raise RunDirError(f"cannot read {path}: it holds no {', '.join(missing)}")
@@ -245,16 +372,31 @@ class RunDir:
 
     def load_checkpoint(self, path: Path) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
         arrays = self.load_npz(path, (_META_KEY,))
-        tree = json.loads(arrays.pop(_META_KEY).tobytes().decode())
-        meta = unpack(tree, arrays)
+        try:
+            tree = json.loads(arrays.pop(_META_KEY).tobytes().decode())
+            meta = unpack(tree, arrays)
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise RunDirError(f"cannot read {path}: damaged state entry ({exc!s:.80})") from None
         plain = {k: v for k, v in arrays.items() if "#" not in k}
         return plain, meta
 
     def latest_checkpoint(self) -> tuple[dict[str, NDArray[Any]], dict[str, Any]] | None:
-        """The newest checkpoint that loads; None when the run never reached one."""
-        for path in reversed(self.checkpoints()):
+        """The newest checkpoint that loads; None when the run never reached one.
+
+        A damaged checkpoint falls back to the one before it; when every checkpoint is
+        damaged the run is not "without a checkpoint": a `RunDirError` names the damage.
+        """
+        found = self.checkpoints()
+        problems: list[str] = []
+        for path in reversed(found):
             try:
                 return self.load_checkpoint(path)
-            except (RunDirError, ValueError, KeyError):  # damaged: try the one before
-                continue
+            except (RunDirError, ValueError, KeyError, TypeError) as exc:  # try the one before
+                problems.append(f"{path.name}: {' '.join(str(exc).split())[:200]}")
+        if found:
+            raise RunDirError(
+                f"every checkpoint of {self.path} is damaged ({problems[0]}"
+                f"{f'; and {len(problems) - 1} more' if len(problems) > 1 else ''}); the run "
+                "cannot continue from a checkpoint"
+            )
         return None

@@ -45,6 +45,7 @@ from hil.insitu.journal import Journal, JournalError
 from hil.insitu.mapping import (
     DifferentialMapping,
     StuckDetector,
+    WeightMapping,
     stuck_after_programming,
     stuck_report,
 )
@@ -154,7 +155,7 @@ class InSituTrainer:
         journal: Journal,
         patterns: Array,
         planner: UpdatePlanner,
-        mapping: DifferentialMapping,
+        mapping: WeightMapping,
         limits: SafetyLimits,
         *,
         on_progress: Callable[[ControllerState, int], None] | None = None,
@@ -309,9 +310,9 @@ class InSituTrainer:
         return W
 
     def _measured_weights(self, g: Array) -> Array:
-        if not self.cfg.loop.analog_mvm:
+        if not self.cfg.loop.analog_mvm or not isinstance(self.mapping, DifferentialMapping):
             return self.mapping.weights(g)
-        v_read = 0.1
+        v_read = self.backend.read_v  # the protocol's read voltage, checked by the backend
         probes = np.zeros((self.n, self.mapping.shape[1]))
         idx = np.arange(self.n)
         probes[idx, self.mapping.plus_cols] = v_read
@@ -445,6 +446,8 @@ class InSituTrainer:
                     stream(self.cfg.seed, STREAM_CURVE_EVAL, epoch * 100 + round(p * 100)),
                     self.cfg,
                 )
+        if acc:
+            self.save_conductance_snapshot(epoch + 1)
         ea = st.epoch_acc
         self.journal.record_epoch(
             epoch=epoch,
@@ -456,6 +459,20 @@ class InSituTrainer:
             stuck=int(self.stuck.stuck.sum()),
         )
         st.epoch_acc = EpochAcc()
+
+    def save_conductance_snapshot(self, epochs_done: int) -> None:
+        """The tracked conductances after `epochs_done` epochs, kept for the pictures and the
+        export (float32, one file per accuracy-curve epoch; never pruned like checkpoints)."""
+        st = self.state
+        path = self.rundir.checkpoint_dir / f"conductance-{st.position:010d}.npz"
+        self.rundir.save_npz(
+            path,
+            {
+                "conductance_s": st.g_est.astype(np.float32),
+                "position": np.asarray(st.position),
+                "epochs": np.asarray(epochs_done),
+            },
+        )
 
     def checkpoint(self) -> None:
         st = self.state
@@ -501,6 +518,7 @@ class InSituTrainer:
     def start(self) -> None:
         """A fresh run: program W0 and checkpoint position 0."""
         self.program_initial()
+        self.save_conductance_snapshot(0)
         self.checkpoint()
 
     def resume(self) -> str:
@@ -515,10 +533,14 @@ class InSituTrainer:
                 self.start()
                 self.replay_position = -1
                 return "restarted from the beginning (no checkpoint yet); initial plans replayed"
-            raise JournalError(
-                f"run {self.rundir.path} has no checkpoint and its backend cannot be "
-                "restored; start a new run"
-            )
+            # An instrument cannot be restored, but programming W0 is closed loop: settle the
+            # journaled plans (their pulses count in the budget), then program again from a
+            # fresh read of the array. Nothing is re-sent blind.
+            note = self._resolve_without_snapshot(last_seq)
+            self.state.position = 0
+            self.journal.record_event(0, "resume", "W0 programming restarted from a full read")
+            self.start()
+            return f"W0 programming restarted from a full read (no checkpoint yet); {note}"
         arrays, meta = found
         self.load(arrays, meta)
         table = self.journal.presentation_table()
