@@ -1,7 +1,7 @@
 """The in-situ accuracy table of docs/in-situ.md: presets x schemes, plus the float run.
 
 Each cell is a full `mrnn-hil train` run (same seed, same config apart from preset and
-scheme) on the built-in 16 glyphs (N = 100, 20 000 devices): accuracy at p = 0.10 and 0.20
+scheme) on the built-in 16 letters (N = 100, 20 000 devices): accuracy at p = 0.10 and 0.20
 on the final read of the array, pulses and programming-energy estimate. The float row is the
 software trainer (hil.network.float_training) with the same seed, rule and training mode.
 

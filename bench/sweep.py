@@ -1,7 +1,7 @@
 """The sweep engine's speed: 8 cells on the embedded Dask cluster with 2 workers, against the
 same 8 cells run one after another in this process, in the same run.
 
-Each cell is a full simulated training run of the built-in 16 glyphs (N = 100, a 100 x 200
+Each cell is a full simulated training run of the built-in 16 letters (N = 100, a 100 x 200
 array) on `epiram` with the proportional scheme, seeds 0-7. The serial baseline calls the
 cell function itself (`hil.sweep.cell.run_cell`), so both sides do exactly the same work;
 the results of both must agree bit for bit.

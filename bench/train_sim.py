@@ -1,6 +1,6 @@
 """Wall time per presentation: in-situ training on the simulator against the float path.
 
-N = 100 (the built-in 16 glyphs), so the array is 100 x 200 = 20 000 devices. The float path
+N = 100 (the built-in 16 letters), so the array is 100 x 200 = 20 000 devices. The float path
 is the float trainer's inner step (presentation_update + W += dW); the in-situ path is the
 full loop step (read, W from the pairs, the same presentation_update, dW -> dG split, scheme
 planning, limit check, journal intent, apply on the simulator, journal applied, metrics).

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hil.network.dynamics import RelaxConfig, relax_forward, relax_side
+from hil.network.dynamics import (
+    RelaxConfig,
+    relax_forward,
+    relax_forward_stacked,
+    relax_side,
+    relax_side_stacked,
+    solve_side,
+)
 from hil.network.reference import reference_forward, reference_side
 
 
@@ -83,3 +90,56 @@ def test_slowly_growing_side_network_is_told_apart_from_a_slowly_settling_one() 
     assert not grow.diverged.any() and not grow.converged.any()
     assert grow.growing.all()
     assert not settle.converged.any() and not settle.growing.any()
+
+
+def test_stacked_networks_follow_their_own_trajectories() -> None:
+    # Three networks with rows that settle at different times, one row that never settles
+    # (the limit cycle above) and one side row that diverges: each network's rows must end
+    # exactly where relaxing that network alone ends, with the same flags.
+    rng = np.random.default_rng(11)
+    Ws = np.stack([sym_network(2, s, i) for i, s in enumerate((0.3, 0.8, 1.2))])
+    Ws[2] = [[1.5, 3.0], [-3.0, 1.5]]
+    I = rng.uniform(-1, 1, (3, 4, 2))
+    T = np.where(rng.random((3, 4, 2)) < 0.5, 1.0, -1.0)
+    cfg = RelaxConfig(dt=0.1, t_max=30.0, tol=1e-8)
+    fwd = relax_forward_stacked(Ws, I, cfg=cfg)
+    side = relax_side_stacked(Ws, I, fwd.state, T, cfg=cfg)
+    assert not fwd.converged[2].any() and fwd.converged[0].all()  # the test has teeth
+    for s in range(3):
+        one = relax_forward(Ws[s], I[s], cfg=cfg)
+        np.testing.assert_allclose(fwd.state[s], one.state, rtol=0, atol=1e-14)
+        np.testing.assert_array_equal(fwd.converged[s], one.converged)
+        np.testing.assert_array_equal(fwd.growing[s], one.growing)
+        np.testing.assert_allclose(fwd.residual[s], one.residual, rtol=1e-9)
+        side_one = relax_side(Ws[s], I[s], one.state, T[s], cfg=cfg)
+        np.testing.assert_allclose(side.state[s], side_one.state, rtol=0, atol=1e-13)
+        np.testing.assert_array_equal(side.converged[s], side_one.converged)
+        np.testing.assert_array_equal(side.diverged[s], side_one.diverged)
+
+
+@pytest.mark.parametrize(("n", "scale", "seed"), [(6, 0.4, 0), (12, 0.25, 1)])
+def test_exact_side_solve_is_the_side_networks_limit(n: int, scale: float, seed: int) -> None:
+    W = sym_network(n, scale, seed)
+    W[0, 1] += 0.2  # non-symmetric: the solve must use W^T as eq. 19 does
+    rng = np.random.default_rng(seed + 7)
+    I = rng.uniform(-1, 1, (3, n))
+    T = np.where(rng.random((3, n)) < 0.5, 1.0, -1.0)
+    v = relax_forward(W, I, cfg=RelaxConfig(dt=0.5, t_max=200.0, tol=1e-12)).state
+    y = solve_side(W, I, v, T)
+    long = reference_side(W, I, v, T, t_max=400.0, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(y, long, atol=1e-8)
+    # the stacked form gives the same answer network by network
+    ys = solve_side(np.stack([W, W]), np.stack([I, I]), np.stack([v, v]), np.stack([T, T]))
+    np.testing.assert_allclose(ys[1], y, atol=1e-13)
+
+
+def test_exact_side_solve_reaches_what_twenty_time_units_do_not() -> None:
+    # dy/dt = (a - 1) y + g'(0) T with a = 0.95: it settles like e^{-0.05 t}, so y(20) is
+    # still 37 % short of y_inf = T / 0.05; the solve gives y_inf itself.
+    n = 3
+    zeros, T = np.zeros((1, n)), np.ones((1, n))
+    W = 0.95 * np.eye(n)
+    y20 = relax_side(W, zeros, zeros, T, y0=0.0).state
+    y = solve_side(W, zeros, zeros, T)
+    np.testing.assert_allclose(y, 20.0, rtol=1e-12)
+    assert np.all(y20 < 0.7 * y)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from hil.network.float_training import TrainConfig, initial_weights, train
+from hil.network.float_training import TrainConfig, initial_weights, train, train_stacked
 from hil.network.learning import RuleConfig, band_mask, presentation_update
 
 
@@ -66,3 +66,41 @@ def test_eta_decay_shrinks_late_updates() -> None:
     decayed = train(P, TrainConfig(epochs=6, eta_decay=1.0)).W
     w0 = initial_weights(12, TrainConfig(), np.random.default_rng(0))
     assert np.abs(decayed - w0).sum() < np.abs(fixed - w0).sum()
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TrainConfig(epochs=4, seed=2),
+        TrainConfig(
+            epochs=3, mode="denoising", p_train=0.3, copies=3, order="shuffled", eta_decay=0.1
+        ),
+        TrainConfig(
+            epochs=3,
+            rule=RuleConfig(band_radius=3, side_solver="exact", update_guard="clip", max_grad=0.5),
+        ),
+    ],
+)
+def test_lockstep_training_is_separate_training(cfg: TrainConfig) -> None:
+    P = np.stack([patterns(3, 12, seed) for seed in range(3)])
+    seeds = [5, 6, 5]
+    stacked = train_stacked(P, cfg, seeds=seeds)
+    for s in range(3):
+        alone = train(P[s], cfg.model_copy(update={"seed": seeds[s]}))
+        np.testing.assert_allclose(stacked[s].W, alone.W, rtol=0, atol=1e-13)
+        assert [h.outcomes for h in stacked[s].history] == [h.outcomes for h in alone.history]
+        assert [h.refused for h in stacked[s].history] == [h.refused for h in alone.history]
+    assert np.abs(stacked[0].W - stacked[2].W).max() > 1e-6  # same seed, other patterns
+
+
+def test_epoch_outcomes_count_every_sample() -> None:
+    cfg = TrainConfig(epochs=2, mode="denoising", p_train=0.3, copies=4)
+    res = train(patterns(3, 12), cfg)
+    for h in res.history:
+        samples = sum(v for k, v in h.outcomes.items() if k != "clipped")
+        assert samples == 3 * 4
+        assert h.refused == samples - h.outcomes["ok"]
+    with pytest.raises(ValueError, match="expected"):
+        train_stacked(patterns(), cfg)
+    with pytest.raises(ValueError, match="2 seeds for 1 networks"):
+        train_stacked(patterns()[None], cfg, seeds=[1, 2])

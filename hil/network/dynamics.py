@@ -11,6 +11,7 @@ unit i, so the forward drive is `v @ W.T` and the side network's `W^T y` is `y @
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -154,3 +155,127 @@ def relax_side(
     J = T - v
     y = _as_batch(y0, v.shape[0], n, "y0")
     return _integrate(y, lambda ya, ga, Ja: _side_rhs(ya, ga, Ja, W), (gain, J), cfg)
+
+
+# -- S independent networks in lockstep ------------------------------------------------------
+#
+# Training several networks at once (one per pattern set, or per seed) is overhead-bound when
+# each runs alone: a presentation is a few hundred tiny matrix products. Stacking them makes
+# every Euler step one batched product over all networks. Rows keep their own stopping rule
+# exactly as `_integrate` applies it (a settled row is frozen, not dropped, so the arrays stay
+# rectangular), so network s follows the same trajectory as when it is relaxed alone.
+
+
+def _integrate_stacked(x: Array, rhs: Callable[[Array], Array], cfg: RelaxConfig) -> Relaxation:
+    """Euler-integrate dx/dt = -x + rhs(x) for x of shape (S, B, N), freezing settled rows."""
+    steps = int(np.ceil(cfg.t_max / cfg.dt - 1e-12))
+    dt, tol, bound = cfg.dt, cfg.tol, cfg.divergence_bound
+    shape = x.shape[:-1]
+    active = np.ones(shape, dtype=bool)
+    residual = np.full(shape, np.inf)
+    res = np.full(shape, np.inf)
+    mid_residual = np.zeros(shape)
+    t = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for step in range(steps):
+            if not active.any():
+                break
+            if step == steps // 2:
+                mid_residual[active] = res[active]
+            deriv = rhs(x)
+            deriv -= x
+            step_res = np.abs(deriv).max(axis=-1)
+            deriv *= dt
+            deriv[~active] = 0.0
+            x += deriv
+            res = np.where(active, step_res, res)
+            t += dt
+            done = active & (
+                (step_res < tol) | ~np.isfinite(step_res) | (np.abs(x).max(axis=-1) > bound)
+            )
+            residual[done] = step_res[done]
+            active &= ~done
+    residual[active] = res[active]
+    finite = np.all(np.isfinite(x), axis=-1)
+    diverged = ~finite | (np.abs(np.where(np.isfinite(x), x, np.inf)).max(axis=-1) > bound)
+    converged = (residual < cfg.tol) & ~diverged
+    growing = ~converged & ~diverged & (residual > mid_residual)
+    return Relaxation(
+        state=x, converged=converged, diverged=diverged, residual=residual, time=t, growing=growing
+    )
+
+
+def _stack(W: Array, x: Array, name: str) -> tuple[Array, Array]:
+    Ws = np.asarray(W, dtype=np.float64)
+    X = np.asarray(x, dtype=np.float64)
+    if Ws.ndim != 3 or Ws.shape[1] != Ws.shape[2]:
+        raise ValueError(f"weights have shape {Ws.shape}, expected (S, N, N)")
+    if X.ndim != 3 or X.shape[0] != Ws.shape[0] or X.shape[2] != Ws.shape[1]:
+        raise ValueError(f"{name} has shape {X.shape}, expected ({Ws.shape[0]}, B, {Ws.shape[1]})")
+    return Ws, X
+
+
+def relax_forward_stacked(
+    W: Array, inputs: Array, *, v0: float = 0.5, cfg: RelaxConfig | None = None
+) -> Relaxation:
+    """`relax_forward` for S networks at once: W (S, N, N), inputs (S, B, N) -> state (S, B, N)."""
+    cfg = cfg or RelaxConfig(t_max=50.0)
+    Ws, I = _stack(W, inputs, "input")
+    WT = np.ascontiguousarray(np.swapaxes(Ws, 1, 2))
+    v = np.full(I.shape, float(v0))
+    return _integrate_stacked(v, lambda va: np.tanh(va @ WT + I), cfg)
+
+
+def side_gain(W: Array, inputs: Array, v_inf: Array) -> Array:
+    """g'(h) at the forward fixed point, h = W v_inf + I (any leading shape, W broadcast)."""
+    WT = np.swapaxes(np.asarray(W, dtype=np.float64), -1, -2)
+    return np.asarray(1.0 - np.tanh(v_inf @ WT + inputs) ** 2)
+
+
+def relax_side_stacked(
+    W: Array,
+    inputs: Array,
+    v_inf: Array,
+    targets: Array,
+    *,
+    y0: float = 0.5,
+    cfg: RelaxConfig | None = None,
+) -> Relaxation:
+    """`relax_side` for S networks at once; all arrays carry the leading S axis."""
+    cfg = cfg or RelaxConfig(t_max=20.0)
+    Ws, I = _stack(W, inputs, "input")
+    gain = side_gain(Ws, I, v_inf)
+    J = np.asarray(targets, dtype=np.float64) - v_inf
+    y = np.full(I.shape, float(y0))
+    return _integrate_stacked(y, lambda ya: gain * (ya @ Ws + J), cfg)
+
+
+def solve_side(W: Array, inputs: Array, v_inf: Array, targets: Array) -> Array:
+    """The side network's fixed point y_inf by one linear solve instead of a relaxation.
+
+    With v_inf frozen, eq. 19 is linear in y: dy/dt = -(I - D W^T) y + D J with
+    D = diag(g'(h)), J = T - v_inf, so y_inf solves (I - D W^T) y = D J. Its stability is that
+    of the forward fixed point: D W^T has the eigenvalues of (W D)^T, i.e. those of D W, the
+    forward network's linearisation, so a forward network that settled on a stable fixed point
+    has a stable side network whose limit is this solution, however slowly it is reached.
+    W is (N, N) with rows (B, N), or (S, N, N) with (S, B, N).
+    """
+    Wa = np.asarray(W, dtype=np.float64)
+    v = np.asarray(v_inf, dtype=np.float64)
+    n = Wa.shape[-1]
+    gain = side_gain(Wa, np.asarray(inputs, dtype=np.float64), v)
+    rhs = gain * (np.asarray(targets, dtype=np.float64) - v)
+    WT = np.swapaxes(Wa, -1, -2)
+    if Wa.ndim == 3:
+        WT = WT[:, None]  # one W per network, shared by its rows
+    A = np.eye(n) - gain[..., :, None] * WT
+    with np.errstate(all="ignore"):
+        try:
+            return np.asarray(np.linalg.solve(A, rhs[..., None])[..., 0])
+        except np.linalg.LinAlgError:  # a singular row: solve one by one, NaN where singular
+            flatA, flatb = A.reshape(-1, n, n), rhs.reshape(-1, n)
+            out = np.full(flatb.shape, np.nan)
+            for r in range(flatA.shape[0]):
+                with contextlib.suppress(np.linalg.LinAlgError):
+                    out[r] = np.linalg.solve(flatA[r], flatb[r])
+            return out.reshape(rhs.shape)

@@ -23,7 +23,9 @@ Array = NDArray[np.float64]
 #: A sample is reconstructed when its MSE per pixel (±1 encoding) is below this.
 MSE_THRESHOLD = 0.1
 #: The same 0.1 read on a 0/1 encoding of the images (x01 = (x + 1) / 2 divides the MSE by
-#: four): 0.4 on ±1. Reported alongside, since the paper does not say which encoding it used.
+#: four): 0.4 on ±1, i.e. up to nine wrong pixels of 100. The paper does not say which
+#: encoding it used; this reading is reported as a secondary, more lenient score (a corrupted
+#: input at p = 0.10 passes it by itself 45 % of the time).
 MSE_THRESHOLD_01 = 4 * MSE_THRESHOLD
 
 #: Recall settings: the paper's v span of 50 with v(0) = 0.5. dt = 1 is the plain fixed-point
@@ -42,20 +44,26 @@ class Scores:
     exact: float
     per_class: Array
     reconstructed: NDArray[np.bool_]
-    accuracy_01: float = float("nan")  # MSE < 0.1 on the 0/1 encoding
+    accuracy_01: float = float("nan")  # MSE < 0.1 on the 0/1 encoding (secondary, lenient)
+    per_class_01: Array | None = None
 
     @classmethod
     def of(cls, outputs: Array, clean: Array, labels: NDArray[np.intp], classes: int) -> Scores:
         ok, exact = score(outputs, clean)
+        lenient = mse(outputs, clean) < MSE_THRESHOLD_01
         counts = np.bincount(labels, minlength=classes).astype(np.float64)
-        hits = np.bincount(labels, weights=ok.astype(np.float64), minlength=classes)
-        per_class = np.divide(hits, counts, out=np.zeros(classes), where=counts > 0)
+
+        def by_class(flags: NDArray[np.bool_]) -> Array:
+            hits = np.bincount(labels, weights=flags.astype(np.float64), minlength=classes)
+            return np.divide(hits, counts, out=np.zeros(classes), where=counts > 0)
+
         return cls(
             accuracy=float(ok.mean()),
             exact=float(exact.mean()),
-            per_class=per_class,
+            per_class=by_class(ok),
             reconstructed=ok,
-            accuracy_01=float((mse(outputs, clean) < MSE_THRESHOLD_01).mean()),
+            accuracy_01=float(lenient.mean()),
+            per_class_01=by_class(lenient),
         )
 
 

@@ -87,3 +87,29 @@ def examples_figure(results: dict[str, Any], ps: PatternSet, path: Path) -> Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def pattern_sets_figure(results: dict[str, Any], path: Path) -> Path:
+    """Accuracy of every rule on every pattern set (dots) and the mean (bar), one panel per p."""
+    dist = results["pattern_sets"]
+    sets = dist["sets"]
+    ps_keys = list(dist["accuracy"]["pineda_almeida"])
+    rules = list(RULE_LABELS)
+    fig, axes = plt.subplots(1, len(ps_keys), figsize=(2.6 * len(ps_keys) + 0.6, 3.6))
+    axes = np.atleast_1d(axes)
+    jitter = np.random.default_rng(0).uniform(-0.18, 0.18, len(sets))
+    for ax, p in zip(axes, ps_keys, strict=True):
+        for i, rule in enumerate(rules):
+            values = [s["accuracy"][rule][p] for s in sets]
+            ax.scatter(i + jitter, values, s=9, alpha=0.6)
+            ax.hlines(dist["accuracy"][rule][p]["mean"], i - 0.3, i + 0.3, color="black")
+        ax.set_xticks(range(len(rules)), [RULE_LABELS[r] for r in rules], rotation=35, ha="right")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"p = {p}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("accuracy (MSE < 0.1)")
+    fig.suptitle(f"{dist['count']} pattern sets ({dist['family']}): one dot per set", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

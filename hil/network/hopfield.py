@@ -70,7 +70,9 @@ def recall(W: Array, start: Array, rng: np.random.Generator, *, max_sweeps: int 
     A unit whose local field is zero keeps its state. The fields of every sample are kept up
     to date incrementally (a flip of unit u changes them by 2 s_u W[:, u]), so one update
     step costs O(samples) plus O(N) per sample that flipped, not a full product. Samples
-    that have stopped are left out of later sweeps.
+    that have stopped are left out of later sweeps, and a sample whose state is already a
+    fixed point when a sweep starts (no unit's field disagrees with it) finishes without
+    walking that sweep: whatever the order, the sweep would change nothing. It is counted.
     """
     W = np.asarray(W, dtype=np.float64)
     WT = np.ascontiguousarray(W.T)  # WT[u] = W[:, u], the fields' change when unit u flips
@@ -84,6 +86,14 @@ def recall(W: Array, start: Array, rng: np.random.Generator, *, max_sweeps: int 
             break
         Sa = S[active]
         H = Sa @ WT  # H[s, i] = sum_j W[i, j] S[s, j], recomputed exactly every sweep
+        unstable = ((H > FIELD_TIE) & (Sa < 0.0)) | ((H < -FIELD_TIE) & (Sa > 0.0))
+        quiet = ~unstable.any(axis=1)
+        if quiet.any():
+            sweeps[active[quiet]] += 1
+            converged[active[quiet]] = True
+            active, Sa, H = active[~quiet], Sa[~quiet], H[~quiet]
+            if active.size == 0:
+                break
         order = rng.permuted(np.broadcast_to(np.arange(n), (active.size, n)), axis=1)
         rows = np.arange(active.size)
         changed = np.zeros(active.size, dtype=bool)

@@ -1,4 +1,4 @@
-"""Pattern sets: the built-in 16 glyphs, user pattern files, and seeded corruption.
+"""Pattern sets: the built-in 16 letters, user pattern files, and seeded corruption.
 
 Patterns are ±1 arrays of shape (K, N) with a display shape (H, W), H * W = N. User files
 are either a text grid (`#` on, `.` off, a blank line between patterns, an optional
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from hil.network.font import BUILTIN_LETTERS, LETTERS26_TEXT
 from protocols.errors import InputError
 from protocols.loading import MAX_DATA_BYTES, read_bytes, short
 
@@ -54,6 +56,14 @@ class PatternSet:
         """The patterns as (K, H, W) images."""
         return self.patterns.reshape(self.count, *self.shape)
 
+    def subset(self, names: tuple[str, ...] | list[str]) -> PatternSet:
+        """The patterns with these names, in the order given."""
+        missing = [name for name in names if name not in self.names]
+        if missing:
+            raise InputError(f"no pattern named {missing[0]!r} in the set")
+        idx = [self.names.index(name) for name in names]
+        return PatternSet(patterns=self.patterns[idx], names=tuple(names), shape=self.shape)
+
     def correlation(self) -> Array:
         """Pearson correlation matrix between patterns (the paper's Fig. 2, bottom)."""
         P = self.patterns - self.patterns.mean(axis=1, keepdims=True)
@@ -61,205 +71,6 @@ class PatternSet:
         norm[norm == 0.0] = 1.0
         P = P / norm[:, None]
         return np.clip(P @ P.T, -1.0, 1.0)
-
-
-# Sixteen capital letters drawn with 2-pixel strokes on a 10 x 10 grid. They share stems,
-# bowls and bars (E/F, P/R, C/D, H/N/M, U/V), so they are correlated the way the paper's
-# patterns are, while any two still differ in at least eight pixels. docs/reproduction.md
-# says how this subset of a 26-letter font was chosen and what it measures.
-BUILTIN_TEXT = """\
-[A]
-...####...
-..######..
-.##....##.
-.##....##.
-.##....##.
-.########.
-.########.
-.##....##.
-.##....##.
-.##....##.
-
-[C]
-..######..
-.########.
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.########.
-..######..
-
-[D]
-.######...
-.#######..
-.##...###.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##...###.
-.#######..
-.######...
-
-[E]
-.########.
-.########.
-.##.......
-.##.......
-.######...
-.######...
-.##.......
-.##.......
-.########.
-.########.
-
-[F]
-.########.
-.########.
-.##.......
-.##.......
-.######...
-.######...
-.##.......
-.##.......
-.##.......
-.##.......
-
-[H]
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.########.
-.########.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-
-[J]
-.########.
-.########.
-......##..
-......##..
-......##..
-......##..
-.##...##..
-.##...##..
-.######...
-..####....
-
-[L]
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.##.......
-.########.
-.########.
-
-[M]
-.##....##.
-.###..###.
-.########.
-.##.##.##.
-.##.##.##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-
-[N]
-.##....##.
-.###...##.
-.####..##.
-.##.#..##.
-.##.##.##.
-.##..#.##.
-.##..####.
-.##...###.
-.##....##.
-.##....##.
-
-[P]
-.#######..
-.########.
-.##....##.
-.##....##.
-.########.
-.#######..
-.##.......
-.##.......
-.##.......
-.##.......
-
-[R]
-.#######..
-.########.
-.##....##.
-.##....##.
-.########.
-.#######..
-.##..##...
-.##...##..
-.##....##.
-.##....##.
-
-[S]
-..######..
-.########.
-.##.......
-.##.......
-.#######..
-..#######.
-.......##.
-.......##.
-.########.
-..######..
-
-[U]
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.########.
-..######..
-
-[V]
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-.##....##.
-..##..##..
-..##..##..
-...####...
-...####...
-....##....
-
-[X]
-.##....##.
-.##....##.
-..##..##..
-...####...
-....##....
-....##....
-...####...
-..##..##..
-.##....##.
-.##....##.
-"""
 
 
 def parse_text(text: str, source: str = "<text>") -> PatternSet:
@@ -430,9 +241,14 @@ def load_patterns(path: str | Path) -> PatternSet:
     return parse_text(text, str(path))
 
 
+def letters26() -> PatternSet:
+    """The 26-letter 10 x 10 font (`hil.network.font`) the built-in set is drawn from."""
+    return parse_text(LETTERS26_TEXT, "<26-letter font>")
+
+
 def builtin_patterns() -> PatternSet:
-    """The built-in set of 16 correlated 10 x 10 letters."""
-    return parse_text(BUILTIN_TEXT, "<built-in patterns>")
+    """The built-in 16 letters: the least correlated 16 of the font (`hil.network.font`)."""
+    return letters26().subset(BUILTIN_LETTERS)
 
 
 def corrupt(patterns: Array, p: float, rng: np.random.Generator) -> Array:
@@ -544,10 +360,15 @@ GLYPHS32_TEXT = """\
 .#..
 """
 
+
+def _glyphs32() -> PatternSet:
+    return parse_text(GLYPHS32_TEXT, "<built-in glyphs32>")
+
+
 #: Built-in pattern sets by name; a run config names one as `builtin:<name>`.
-BUILTIN_SETS: dict[str, tuple[str, str]] = {
-    "letters16": (BUILTIN_TEXT, "16 correlated 10 x 10 capital letters (N = 100)"),
-    "glyphs32": (GLYPHS32_TEXT, "8 digits 0-7 on a 4 x 8 grid (N = 32)"),
+BUILTIN_SETS: dict[str, tuple[Callable[[], PatternSet], str]] = {
+    "letters16": (builtin_patterns, "the 16 least correlated 10 x 10 capital letters (N = 100)"),
+    "glyphs32": (_glyphs32, "8 digits 0-7 on a 4 x 8 grid (N = 32)"),
 }
 BUILTIN_PREFIX = "builtin:"
 
@@ -555,12 +376,12 @@ BUILTIN_PREFIX = "builtin:"
 def builtin_set(name: str) -> PatternSet:
     """A built-in pattern set by name (`letters16`, `glyphs32`)."""
     try:
-        text, _ = BUILTIN_SETS[name]
+        load, _ = BUILTIN_SETS[name]
     except KeyError:
         raise InputError(
             f"unknown built-in pattern set {name!r}; choose one of {', '.join(BUILTIN_SETS)}"
         ) from None
-    return parse_text(text, f"<built-in {name}>")
+    return load()
 
 
 def patterns_from_spec(spec: str | None) -> PatternSet:
