@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from drivers.factory import _source_kind
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
+from protocols.protocol_file import load_protocol
 from sim_backend import SimulatedCrossbar, get_preset
 
 SHAPE = (2, 3)
@@ -33,6 +35,7 @@ class Kxci:
         self.emu = ScpiEmulator(self.station, source=self.core).start()
 
     def open(self, **options: object) -> object:
+        options.setdefault("limits", EPIRAM_LIMITS)
         return open_backend(
             "visa",
             self.emu.smu_resource,
@@ -53,14 +56,27 @@ def kxci() -> Iterator[Kxci]:
     k.emu.stop()
 
 
+#: EpiRAM's library protocol limits: its cited +5 V SET is over the 3 V an instrument gets
+#: without a protocol (the 4225-PMU sources up to 10 V).
+EPIRAM_LIMITS = load_protocol(
+    Path(__file__).parents[1] / "protocols/library/epiram.yaml"
+).limits.safety_limits()
+
+#: A width a B2900 cannot fire (its minimum is 50 us) and the 4225-PMU can (60 ns minimum).
+NS_WIDTH_S = 1e-7
+
+
 def preset_plan(preset: str = "epiram") -> PulsePlan:
-    """The preset's own SET and RESET pulses (100 ns for epiram) on a few devices."""
+    """The preset's own SET and RESET amplitudes, fired as 100 ns pulses, on a few devices."""
     cfg = get_preset(preset)
     set_counts = np.array([[3, 0, 1], [0, 2, 0]])
     reset_counts = np.array([[0, 2, 0], [1, 0, 0]])
     return PulsePlan.from_groups(
         SHAPE,
-        [PulseGroup(cfg.set_pulse, set_counts), PulseGroup(cfg.reset_pulse, reset_counts)],
+        [
+            PulseGroup(cfg.set_pulse.model_copy(update={"width_s": NS_WIDTH_S}), set_counts),
+            PulseGroup(cfg.reset_pulse.model_copy(update={"width_s": NS_WIDTH_S}), reset_counts),
+        ],
     )
 
 
@@ -78,7 +94,7 @@ def test_nanosecond_pulses_land_as_on_the_simulator(kxci: Kxci) -> None:
     reference.apply(plan)
     np.testing.assert_allclose(g, reference.read(), rtol=5e-16)  # I / V: the last bit at most
     np.testing.assert_array_equal(kxci.station.array.read(), reference.read())
-    assert {t.width_s for t in kxci.station.log} == {1e-7}
+    assert {t.width_s for t in kxci.station.log} == {NS_WIDTH_S}
     assert kxci.station.hot_switches == []
 
 

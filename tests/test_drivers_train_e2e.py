@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
@@ -105,14 +106,25 @@ def test_train_on_visa_emulator_matches_sim(
     assert sum(t.count for t in station.log) == report["totals"]["pulses"]
 
 
+def pmu_protocol(path: Path) -> Path:
+    """EpiRAM's library protocol with its pulses at 100 ns (under a B2900's 50 us minimum, over
+    the 4225-PMU's 60 ns) and a per-device scheme (the station biases no unselected line)."""
+    spec = yaml.safe_load(Path(PROTOCOL["epiram"][1]).read_text())
+    for pulse in spec["pulses"].values():
+        pulse["width_s"] = 1e-7
+    spec["scheme"] = {"kind": "manhattan"}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 @pytest.mark.slow
-def test_train_on_the_4200a_pmu_station_matches_sim(
-    tmp_path: Path, patterns: Path, sim_runs: dict[str, Path]
-) -> None:
-    """The station with the 4200A-SCS pulse source, the default preset (epiram, 100 ns
-    pulses) and no minimum-width override: the emulated array ends with exactly the
-    conductances of `--backend sim` and received exactly the run's pulses, all of the
-    preset's width."""
+def test_train_on_the_4200a_pmu_station_matches_sim(tmp_path: Path, patterns: Path) -> None:
+    """The station with the 4200A-SCS pulse source, the epiram preset at 100 ns pulses and no
+    minimum-width override: the emulated array ends with exactly the conductances of
+    `--backend sim` under the same protocol and received exactly the run's pulses, all 100 ns."""
+    protocol = ["--protocol", str(pmu_protocol(tmp_path / "pmu-protocol.yaml"))]
+    reference_run = tmp_path / "sim"
+    train(reference_run, patterns, "epiram", "--backend", "sim", *protocol)
     config = tmp_path / "pmu.yaml"
     config.write_text(
         f"backend:\n  options:\n    pulse_source: 4200a-pmu\n    array: {ROWS}x{COLS}\n"
@@ -122,15 +134,15 @@ def test_train_on_the_4200a_pmu_station_matches_sim(
         report = train(
             tmp_path / "run", patterns, "epiram", "--backend", "visa",
             "--resource", emu.smu_resource, "--matrix-resource", emu.matrix_resource,
-            "--config", str(config),
+            "--config", str(config), *protocol,
         )  # fmt: skip
-    reference = json.loads((sim_runs["epiram"] / "report.json").read_text())
+    reference = json.loads((reference_run / "report.json").read_text())
     assert report["accuracy"] == reference["accuracy"]
     station.flush()
-    np.testing.assert_array_equal(station.array.read(), final_g(sim_runs["epiram"]))
+    np.testing.assert_array_equal(station.array.read(), final_g(reference_run))
     # the run's own final reads go through SMU1 as currents at the protocol's 0.1 V:
     # I / 0.1 of I = G * 0.1 can differ from G in the last bit, never more
-    np.testing.assert_allclose(final_g(tmp_path / "run"), final_g(sim_runs["epiram"]), rtol=5e-16)
+    np.testing.assert_allclose(final_g(tmp_path / "run"), final_g(reference_run), rtol=5e-16)
     assert sum(t.count for t in station.log) == report["totals"]["pulses"] > 0
     assert {t.width_s for t in station.log} == {1e-7}
     assert station.hot_switches == []
