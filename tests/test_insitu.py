@@ -517,3 +517,21 @@ def test_compact_planning_names_the_real_device_and_scatters_counts_back() -> No
     # Compact coordinates would read (row=0, col=1); the message names the array position.
     with pytest.raises(LimitViolation, match=r"device \(row=2, col=5\)"):
         strict.plan_open_loop(scheme, dG, g, np.random.default_rng(0))
+
+
+def test_a_protocol_names_the_preset_a_run_simulates_unless_the_config_does(
+    tmp_path: Path,
+) -> None:
+    """The protocol's `preset:` is the default of `--preset`: its pulses and limits were written
+    for that device; an explicit preset still wins, and the resolved config records which."""
+    library = Path(__file__).parents[1] / "protocols/library"
+    assert validate_config({"protocol": str(library / "ag_asi.yaml")}).backend.preset == "ag_asi"
+    explicit = {"protocol": str(library / "ag_asi.yaml"), "backend": {"preset": "ideal"}}
+    assert validate_config(explicit).backend.preset == "ideal"
+    assert validate_config({}).backend.preset == "epiram"
+    run, patterns = tmp_path / "run", tmp_path / "p.txt"
+    patterns.write_text(PATTERNS)
+    done = cli("train", "--epochs", "1", "--quiet", "--out", str(run), "--patterns",
+               str(patterns), "--protocol", str(library / "alox_hfo2.yaml"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "config.json").read_text())["backend"]["preset"] == "alox_hfo2"

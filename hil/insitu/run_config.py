@@ -57,7 +57,11 @@ class BackendConfig(_Strict):
     """Which array the run trains on."""
 
     kind: Literal["sim", "visa", "serial", "arc1", "arc2"] = "sim"
-    preset: str = Field(default="epiram", description="simulator preset (sim and emulators)")
+    preset: str = Field(
+        default="epiram",
+        description="simulator preset (sim and emulators); default: the protocol file's `preset:`, "
+        "else epiram",
+    )
     resource: str | None = Field(default=None, description="VISA resource string")
     port: str | None = Field(default=None, description="serial port or URL")
     options: dict[str, str | int | float | bool] = Field(
@@ -221,11 +225,25 @@ def validate_config(data: Any, source: str = "config") -> RunConfig:
         raise InputError(f"{source}: the run config must be a mapping, got {type(data).__name__}")
     try:
         # JSON round trip: strict models take plain data, tuples become lists.
-        return RunConfig.model_validate(json.loads(json.dumps(data)))
+        cfg = RunConfig.model_validate(json.loads(json.dumps(data)))
     except ValidationError as exc:
         raise InputError(_describe(exc, source)) from None
     except (TypeError, ValueError) as exc:
         raise InputError(f"{source}: {exc}") from None
+    return with_protocol_preset(cfg)
+
+
+def with_protocol_preset(cfg: RunConfig) -> RunConfig:
+    """The protocol file's `preset:` where the config names none: a protocol is written for
+    one device, and simulating another under its pulses and limits is a silent mismatch."""
+    if cfg.protocol is None or "preset" in cfg.backend.model_fields_set:
+        return cfg
+    from protocols.protocol_file import load_protocol
+
+    preset = load_protocol(cfg.protocol).preset
+    if preset is None:
+        return cfg
+    return cfg.model_copy(update={"backend": cfg.backend.model_copy(update={"preset": preset})})
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
