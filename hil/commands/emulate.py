@@ -69,14 +69,21 @@ def add_parser(subparsers: Any) -> None:
     scpi = sub.add_parser(
         "scpi", help="B2900 SMU or 4200A-SCS pulse source + 707B matrix on loopback TCP"
     )
-    scpi.add_argument("--port", type=int, required=True, help="source TCP port on 127.0.0.1")
+    scpi.add_argument(
+        "--port",
+        type=int,
+        required=True,
+        help="source TCP port on 127.0.0.1 (0: any free ports, printed)",
+    )
     scpi.add_argument(
         "--source",
         choices=("b2900", "4200a"),
         default="b2900",
         help="pulse source: a B2900 SMU (default) or a 4200A-SCS with a 4225-PMU",
     )
-    scpi.add_argument("--matrix-port", type=int, help="matrix TCP port (default PORT+1)")
+    scpi.add_argument(
+        "--matrix-port", type=int, help="matrix TCP port (default PORT+1; any with --port 0)"
+    )
     scpi.add_argument(
         "--min-width",
         type=float,
@@ -150,8 +157,8 @@ def _serve_scpi(args: argparse.Namespace, array: Any, faults: Any) -> int:
     from drivers.emu_scpi import Station
     from drivers.emu_tcp import ScpiEmulator
 
-    if not 0 < args.port < 65535:
-        raise InputError(f"--port {args.port}: choose a TCP port in 1..65534")
+    if not 0 <= args.port < 65535:
+        raise InputError(f"--port {args.port}: choose a TCP port in 1..65534, or 0 for any")
     min_width = args.min_width if args.min_width is not None else scpi.SMU_MIN_WIDTH_S
     if not min_width > 0:
         raise InputError(f"--min-width {min_width}: must be > 0")
