@@ -100,7 +100,13 @@ class SerialArc1Link(Arc1Link):
         while True:
             try:
                 self._ser = serial.serial_for_url(
-                    self._port, timeout=self.POLL_S, write_timeout=2.0, **self._settings
+                    self._port,
+                    timeout=self.POLL_S,
+                    write_timeout=2.0,
+                    # one process per port (flock on POSIX): a second opener, or a pty path
+                    # the OS handed to another board, would read replies meant for this one
+                    exclusive=True,
+                    **self._settings,
                 )
                 break
             except _TERMIOS_ERRORS as exc:

@@ -14,8 +14,10 @@ import pytest
 
 from drivers import arc1 as A
 from drivers import open_backend
+from drivers.arc1_link import SerialArc1Link
 from drivers.emu_arc1 import Arc1Core, Arc1Emulator
 from drivers.emu_array import make_array
+from drivers.errors import LinkLost
 from drivers.faults import FaultConfig
 from protocols.limits import SafetyLimits
 from protocols.plan import PulseGroup, PulsePlan, PulseShape
@@ -181,3 +183,15 @@ def test_a_block_of_the_board_addresses_its_own_word_and_bit_lines() -> None:
         np.testing.assert_array_equal(g, 1.0 / r.astype(np.float64))
         be.apply(PulsePlan.from_groups((2, 2), [PulseGroup(shape, counts)]))
     assert [(e.word, e.bit) for e in c.log.entries] == [(2, 2)]  # the block's first device
+
+
+def test_a_second_opener_of_the_boards_port_is_refused() -> None:
+    """Two openers of one port would each read replies meant for the other (a second
+    mrnn-hil, or a reconnect to a pty path the system gave to another board): the port is held
+    for exclusive use, and the first session reads on, undisturbed."""
+    c = core(preset="ideal")
+    with Arc1Emulator(c) as emu, open_backend("arc1", emu.url, 3, 4, **FAST) as be:
+        g0 = be.read()
+        with pytest.raises(LinkLost, match="exclusively lock"):
+            SerialArc1Link(emu.url, open_timeout_s=0.2)
+        np.testing.assert_array_equal(be.read(), g0)
