@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from drivers.emu_array import make_array
 from drivers.emu_board import BoardCore
@@ -21,6 +20,7 @@ from drivers.emu_serial import SerialEmulator
 from drivers.emu_tcp import ScpiEmulator
 from drivers.faults import Fault, FaultConfig
 from hil.cli import main
+from sim_backend import get_preset
 
 SEED = 3
 ROWS, COLS = 8, 16  # 8 pixels, differential pairs
@@ -106,23 +106,14 @@ def test_train_on_visa_emulator_matches_sim(
     assert sum(t.count for t in station.log) == report["totals"]["pulses"]
 
 
-def pmu_protocol(path: Path) -> Path:
-    """EpiRAM's library protocol with its pulses at 100 ns (under a B2900's 50 us minimum, over
-    the 4225-PMU's 60 ns) and a per-device scheme (the station biases no unselected line)."""
-    spec = yaml.safe_load(Path(PROTOCOL["epiram"][1]).read_text())
-    for pulse in spec["pulses"].values():
-        pulse["width_s"] = 1e-7
-    spec["scheme"] = {"kind": "manhattan"}
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
 @pytest.mark.slow
 def test_train_on_the_4200a_pmu_station_matches_sim(tmp_path: Path, patterns: Path) -> None:
-    """The station with the 4200A-SCS pulse source, the epiram preset at 100 ns pulses and no
-    minimum-width override: the emulated array ends with exactly the conductances of
-    `--backend sim` under the same protocol and received exactly the run's pulses, all 100 ns."""
-    protocol = ["--protocol", str(pmu_protocol(tmp_path / "pmu-protocol.yaml"))]
+    """The station with the 4200A-SCS pulse source, the default preset's pulses (EpiRAM's
+    5 us, under a B2900's 50 us minimum) and no minimum-width override: the emulated array ends
+    with exactly the conductances of `--backend sim` under the same protocol and scheme (a
+    per-device one: the station biases no unselected line) and received exactly the run's
+    pulses, all of the preset's width."""
+    protocol = [*PROTOCOL["epiram"], "--scheme", "manhattan"]
     reference_run = tmp_path / "sim"
     train(reference_run, patterns, "epiram", "--backend", "sim", *protocol)
     config = tmp_path / "pmu.yaml"
@@ -144,7 +135,8 @@ def test_train_on_the_4200a_pmu_station_matches_sim(tmp_path: Path, patterns: Pa
     # I / 0.1 of I = G * 0.1 can differ from G in the last bit, never more
     np.testing.assert_allclose(final_g(tmp_path / "run"), final_g(reference_run), rtol=5e-16)
     assert sum(t.count for t in station.log) == report["totals"]["pulses"] > 0
-    assert {t.width_s for t in station.log} == {1e-7}
+    preset = get_preset("epiram")
+    assert {t.width_s for t in station.log} == {preset.set_pulse.width_s} == {5e-6}
     assert station.hot_switches == []
 
 
