@@ -107,6 +107,8 @@ class BoardCore:
         self.read_v = B.BOARD_POWER_UP_READ_V
         #: how many read requests (RROW?, RARR?) ran at each read voltage
         self.reads_at: Counter[float] = Counter()
+        #: how many well-framed requests of each command (the word before any argument) came in
+        self.commands: Counter[str] = Counter()
         self.last_heard = time.monotonic()
         self._staging: _Staging | None = None
         self._running: _Execution | None = None
@@ -148,6 +150,7 @@ class BoardCore:
             except B.FrameError as exc:
                 code = B.E_CRC if "checksum" in str(exc) else B.E_SYNTAX
                 return [self._err(B.NO_TAG, code, "")]
+            self.commands[body.split(" ", 1)[0]] += 1
             try:
                 return [B.encode(tag, reply) for reply in self._dispatch(body, tag, now)]
             except _Refuse as exc:

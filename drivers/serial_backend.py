@@ -72,6 +72,8 @@ class _Restage(Exception):
 class PulseBoardBackend(CrossbarBackend):
     """`CrossbarBackend` over the pulse-board line protocol."""
 
+    _foreign = False  # set when a reopened port leads to another board
+
     def __init__(
         self,
         transport: LineTransport,
@@ -203,10 +205,11 @@ class PulseBoardBackend(CrossbarBackend):
         except B.FrameError as exc:  # whatever answers, it is asked again
             raise GarbledReply(f"{self.transport.name}: {exc}") from None
         if again != known:
+            self._foreign = True
             raise IdentityError(
                 f"{self.transport.name}: after the port was reopened, {again.model} "
                 f"{again.serial} ({again.rows}x{again.cols}) answers instead of {known.model} "
-                f"{known.serial}: nothing more is sent to it"
+                f"{known.serial} ({known.rows}x{known.cols}): nothing more is sent to it"
             )
         self._reopened = False
         ms = round(self.watchdog_s * 1000)
@@ -547,7 +550,14 @@ class PulseBoardBackend(CrossbarBackend):
     def _close(self) -> None:
         """Stop a running batch (ABORT) and leave the board SAFE (0 V, lines grounded). A
         board that cannot be reached any more goes SAFE by itself when its watchdog runs
-        out."""
+        out. A port that leads to another board now gets nothing, not even ABORT."""
+        if self._foreign:
+            (log.info if self.watchdog_s > 0 else log.warning)(
+                "closing: the port leads to another board; the run's board goes SAFE by its "
+                "watchdog%s",
+                f" after {self.watchdog_s:g} s of silence" if self.watchdog_s > 0 else " (off!)",
+            )
+            return
         try:
             self._call(B.ABORT, retries=3)
             if self._call(B.SAFE, retries=3) != B.ok_safe():

@@ -11,6 +11,7 @@ pseudo-terminal.
 from __future__ import annotations
 
 import binascii
+import logging
 import time
 from collections.abc import Callable
 
@@ -62,7 +63,9 @@ def test_the_port_opens_with_dtr_and_rts_held() -> None:
     assert [e.pulses for e in core.log.entries] == [3, 3]
 
 
-def test_a_replugged_port_leading_to_another_board_gets_nothing_but_id() -> None:
+def test_a_replugged_port_leading_to_another_board_gets_nothing_but_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The board is unplugged mid-run and the port now leads to another board (a USB
     replug; an operating system handing the path to another device). The host reopens the
     lost port, asks `ID?` first, and stops: the other board is staged and pulsed nothing."""
@@ -77,8 +80,15 @@ def test_a_replugged_port_leading_to_another_board_gets_nothing_but_id() -> None
         emu.replug(other)
         with pytest.raises(IdentityError, match=r"EMU0002 .* instead of MRNN-PB.* EMU0001"):
             be.apply(p)
-        be.close()
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="drivers.serial_backend")
+        be.close()  # not even ABORT or SAFE: the other board is another experiment's
         assert be.stats.reconnects >= 1
+    # the error already told the user; the close adds no second warning (the run's board
+    # goes SAFE by its watchdog), so a command line stays one line
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "watchdog after 5 s" in caplog.text
+    assert set(other.commands) == {"ID?"}
     assert [e.pulses for e in first.log.entries] == [3]
     assert other.log.entries == [] and other._staging is None  # nothing staged either
     assert int(other.array.pulse_counts.sum()) == 0
