@@ -44,6 +44,7 @@ from drivers.errors import (
 )
 from drivers.transport import LineTransport
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
+from protocols.crashpoints import crash_point
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.plan import PulseGroup, PulsePlan
@@ -283,7 +284,9 @@ class PulseBoardBackend(CrossbarBackend):
     def _apply(self, plan: PulsePlan) -> None:
         batches = self._batches(plan)
         self._check_capability([g for chunk in batches for g in chunk])
-        for groups in batches:
+        for k, groups in enumerate(batches):
+            if k:  # a test-only kill between two batches of one plan
+                crash_point("plan.group")
             self._deliver(self._next_batch, groups, plan.bias)
             self._next_batch += 1
 

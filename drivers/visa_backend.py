@@ -28,6 +28,7 @@ from drivers.source_b2900 import B2900Source
 from drivers.transport import LineTransport
 from drivers.visa_link import Link
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
+from protocols.crashpoints import crash_point
 from protocols.errors import InputError
 from protocols.limits import SafetyLimits
 from protocols.plan import PulsePlan
@@ -165,7 +166,9 @@ class SmuMatrixBackend(CrossbarBackend):
     def _apply(self, plan: PulsePlan) -> None:
         self._check_capability(plan)
         self.source.begin_batch()
-        for group in plan.groups:
+        for k, group in enumerate(plan.groups):
+            if k:  # a test-only kill between two groups of one plan
+                crash_point("plan.group")
             rr, cc = np.nonzero(group.counts)
             for r, c in zip(rr.tolist(), cc.tolist(), strict=True):
                 self.matrix.connect(r, c, self.source.pulse_row)

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protocols.backend import BackendInfo, CrossbarBackend
+from protocols.crashpoints import crash_point
 from protocols.limits import SafetyLimits, cap_to_ceilings
 from protocols.plan import PulsePlan, PulseShape
 from sim_backend.aging import apply_drift, drift_exponents, endurance_factor
@@ -324,7 +325,9 @@ class SimulatedCrossbar(CrossbarBackend):
                     pulses += f
         self._account_energy(doses, floats, pulses)
         live: list[tuple[F32, ShapeTerms, tuple[float, float]]] = []
-        for group, f in zip(groups, floats, strict=True):
+        for k, (group, f) in enumerate(zip(groups, floats, strict=True)):
+            if k:  # a test-only kill between two groups (the array lives in memory)
+                crash_point("plan.group")
             key = (float(group.shape.amplitude_v), float(group.shape.width_s))
             terms = self._terms(*key)
             if terms is not None:
