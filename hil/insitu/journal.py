@@ -389,19 +389,31 @@ class Journal:
         with self._tx() as c:
             c.execute("UPDATE plans SET state = 'unknown' WHERE seq = ?", (seq,))
 
-    def kept_plan(self, seq: int) -> tuple[PulsePlan, float] | None:
-        """The kept copy of plan `seq` and its energy estimate, if the journal holds one."""
-        row = self._conn.execute(
-            "SELECT plan, energy_j FROM plans WHERE seq = ?", (seq,)
-        ).fetchone()
-        if row is None or row[0] is None:
-            return None
+    def _stored_plan(self, seq: int, blob: bytes, digest: str) -> PulsePlan:
+        """The kept copy of plan `seq`, refused unless it is the plan whose digest the intent
+        recorded (a damaged or altered copy must never be sent or counted)."""
         try:
-            return plan_from_bytes(row[0]), float(row[1])
-        except (ValueError, KeyError, OSError) as exc:
+            plan = plan_from_bytes(blob)
+        except (ValueError, KeyError, OSError, TypeError) as exc:
             raise JournalError(
                 f"journal {self.path}: plan {seq}: the journaled copy cannot be read ({exc})"
             ) from exc
+        if plan.digest() != digest:
+            raise JournalError(
+                f"journal {self.path}: plan {seq}: the journaled copy does not match its "
+                "digest; the run cannot be resumed safely"
+            )
+        return plan
+
+    def kept_plan(self, seq: int) -> tuple[PulsePlan, float] | None:
+        """The kept copy of plan `seq` and its energy estimate, if the journal holds one
+        (checked against the plan's digest)."""
+        row = self._conn.execute(
+            "SELECT plan, energy_j, digest FROM plans WHERE seq = ?", (seq,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return self._stored_plan(seq, row[0], row[2]), float(row[1])
 
     def forget_plans(self, below_seq: int) -> None:
         """Drop the kept copies of plans before `below_seq` (a checkpoint now covers them).
@@ -419,17 +431,19 @@ class Journal:
     def pending_delivery(self, seq: int) -> PendingDelivery | None:
         """The ticket and plan of plan `seq` if it is in 'intent' with both journaled."""
         row = self._conn.execute(
-            "SELECT delivery, plan, energy_j FROM plans WHERE seq = ? AND state = 'intent'",
+            "SELECT delivery, plan, energy_j, digest FROM plans WHERE seq = ? AND state = 'intent'",
             (seq,),
         ).fetchone()
         if row is None or row[0] is None or row[1] is None:
             return None
+        plan = self._stored_plan(seq, row[1], row[3])
         try:
-            return PendingDelivery(json.loads(row[0]), plan_from_bytes(row[1]), float(row[2]))
-        except (ValueError, KeyError, OSError) as exc:
+            ticket = json.loads(row[0])
+        except ValueError as exc:
             raise JournalError(
-                f"journal {self.path}: plan {seq}: the journaled copy cannot be read ({exc})"
+                f"journal {self.path}: plan {seq}: the journaled ticket cannot be read ({exc})"
             ) from exc
+        return PendingDelivery(ticket, plan, float(row[2]))
 
     def plan(self, seq: int) -> PlanRecord | None:
         row = self._conn.execute(

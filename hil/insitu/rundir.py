@@ -39,10 +39,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from protocols.crashpoints import crash_point
 from protocols.errors import InputError
 from protocols.loading import MAX_DOCUMENT_BYTES, parse_document, read_bytes, read_text
 
 _CKPT = re.compile(r"^ckpt-(\d{10})\.npz$")
+#: Temporary files of `write_atomic` (`.<name>.<random>.tmp`); a killed write leaves one.
+TMP_SUFFIX = ".tmp"
+_TMP = re.compile(r"^\..+\.tmp$")
 _META_KEY = "__meta__"
 KEEP_CHECKPOINTS = 2
 
@@ -139,15 +143,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves the old file or the new one."""
+def write_atomic(path: Path, data: bytes, *, crash_at: str | None = None) -> None:
+    """Write `data` to `path` so that a crash leaves the old file or the new one.
+
+    `crash_at` names the test-only crash point (`protocols.crashpoints`) reached when half
+    of the data is written.
+    """
     path = Path(path)
     tmp_name = ""
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if crash_at is not None:
+                fh.write(data[: len(data) // 2])
+                fh.flush()
+                crash_point(crash_at)
+                fh.write(data[len(data) // 2 :])
+            else:
+                fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)
@@ -286,6 +300,21 @@ class RunDir:
                 f"run directory {self.path} is not writable: {exc.strerror or exc}"
             ) from exc
 
+    def remove_temporaries(self) -> list[str]:
+        """Delete the temporary files of writes a killed process left half done (never
+        renamed into place, so nothing reads them); call only while holding the run's lock.
+        Returns the names removed."""
+        removed: list[str] = []
+        for folder in (self.path, self.checkpoint_dir):
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if _TMP.match(entry.name) and entry.is_file():
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+                        removed.append(entry.name)
+        return removed
+
     # -- paths ---------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
@@ -329,7 +358,7 @@ class RunDir:
         tree = pack(meta, packed, "meta")
         packed[_META_KEY] = np.frombuffer(json.dumps(tree).encode(), dtype=np.uint8)
         path = self.checkpoint_dir / f"ckpt-{position:010d}.npz"
-        self.save_npz(path, packed)
+        write_atomic(path, npz_bytes(packed), crash_at="checkpoint.write")
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             with contextlib.suppress(OSError):
                 old.unlink()

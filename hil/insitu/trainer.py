@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.delivery import Ticket, TracksDelivery
-from hil.insitu.journal import Journal, JournalError
+from hil.insitu.journal import Journal
 from hil.insitu.mapping import (
     DifferentialMapping,
     StuckDetector,
@@ -58,6 +58,7 @@ from hil.network.float_training import initial_weights as float_initial_weights
 from hil.network.learning import UpdateResult, band_mask, presentation_update
 from hil.network.patterns import corrupt, test_set
 from protocols.backend import CrossbarBackend
+from protocols.crashpoints import crash_point
 from protocols.errors import InputError
 from protocols.limits import LimitViolation, SafetyLimits
 from protocols.plan import PulsePlan
@@ -239,7 +240,9 @@ class InSituTrainer:
                 seq, st.position, st.position // self.per_epoch, kind, plan, energy,
                 delivery=ticket, keep=not self.snapshots,
             )  # fmt: skip
+            crash_point("plan.intent")
         self.backend.apply(plan)
+        crash_point("plan.applied")
         if replay:
             self.journal.note_replay(seq)
         else:
@@ -551,7 +554,23 @@ class InSituTrainer:
                 f"restored backend snapshot at presentation {self.state.position}; "
                 f"{max(last_seq - self.state.seq + 1, 0)} journaled plan(s) re-sent after restore"
             )
-        return self._resolve_without_snapshot(last_seq)
+        start = self.state.position
+        note = self._resolve_without_snapshot(last_seq)
+        self._skip_interrupted(start)
+        return note
+
+    def _skip_interrupted(self, start: int) -> None:
+        """Close the presentations a crash interrupted after their plans were settled.
+
+        The rest of such a presentation is skipped, but its inputs are drawn, so the
+        training stream stays the one an uninterrupted run draws; and when it was the last
+        of its epoch, the epoch is recorded as the loop would have recorded it.
+        """
+        st = self.state
+        for pos in range(start, st.position):
+            self._presentation_inputs(pos)
+        if st.position > start and st.position % self.per_epoch == 0:
+            self.end_epoch(st.position // self.per_epoch - 1)
 
     def _resolve_without_snapshot(self, last_seq: int) -> str:
         st = self.state
@@ -560,7 +579,7 @@ class InSituTrainer:
             if record.seq < st.seq:
                 continue
             if record.state == "intent":
-                notes.append(self._settle(record.seq, record.digest))
+                notes.append(self._settle(record.seq))
             elif (kept := self.journal.kept_plan(record.seq)) is not None:
                 # Sent after the checkpoint: the pulse budget counts it (an unconfirmed plan
                 # too, as it may have been delivered); totals count only what was applied.
@@ -575,8 +594,9 @@ class InSituTrainer:
         self.journal.record_event(st.position, "resume", "; ".join(notes) or "clean resume")
         return "resumed from a full read; " + ("; ".join(notes) or "no pending plan")
 
-    def _settle(self, seq: int, digest: str) -> str:
-        """Resolve a plan left in 'intent' through the backend, or mark it unknown."""
+    def _settle(self, seq: int) -> str:
+        """Resolve a plan left in 'intent' through the backend, or mark it unknown (the
+        journal refuses a kept copy that does not match the plan's digest)."""
         tracker = self._tracker()
         pending = self.journal.pending_delivery(seq) if tracker is not None else None
         if tracker is None or pending is None:
@@ -585,11 +605,6 @@ class InSituTrainer:
                 self.state.run_counts += kept[0].counts_per_device()
             self.journal.mark_unknown(seq)
             return f"plan {seq} could not be confirmed (marked unknown)"
-        if pending.plan.digest() != digest:
-            raise JournalError(
-                f"journal {self.journal.path}: plan {seq}: the journaled copy does not match "
-                "its digest; the run cannot be resumed safely"
-            )
         ticket = Ticket.from_json(pending.ticket, f"journal {self.journal.path}: plan {seq}")
         found = tracker.complete_delivery(pending.plan, ticket)
         self.journal.mark_applied(seq, keep=True)

@@ -273,6 +273,7 @@ def resume_run(
     rundir.lock()  # one process per run: a second one is told who holds it
     try:
         rundir.check_writable()
+        rundir.remove_temporaries()  # of a write the previous process was killed in
         cfg = load_run_config(rundir)
         cfg, model, patterns = resolve(cfg)
         journal = Journal(rundir.journal_path, sync=journal_sync(cfg))
