@@ -55,6 +55,15 @@ class OneShapeForAll(SimulatedCrossbar):
         super()._apply(PulsePlan.from_groups(plan.shape, same, bias=plan.bias))
 
 
+class SendsTwice(SimulatedCrossbar):
+    """Sends each plan twice (a retry that does not ask whether the first went through):
+    every device moves the right way, by twice what it should."""
+
+    def _apply(self, plan: PulsePlan) -> None:
+        super()._apply(plan)
+        super()._apply(plan)
+
+
 class FirstGroupOnly(SimulatedCrossbar):
     """Delivers the first non-empty group of a plan and drops the rest."""
 
@@ -153,7 +162,7 @@ def test_a_backend_that_checks_group_by_group_as_it_sends_fails_the_unsafe_plan_
         SUITE.test_unsafe_plan_reaches_no_device(xbar, sim_witness(xbar))
 
 
-@pytest.mark.parametrize("broken", [OneShapeForAll, FirstGroupOnly, SwappedPolarity])
+@pytest.mark.parametrize("broken", [OneShapeForAll, FirstGroupOnly, SwappedPolarity, SendsTwice])
 def test_a_backend_that_mixes_up_set_and_reset_groups_fails_the_mixed_plan_test(
     broken: type[SimulatedCrossbar],
 ) -> None:
