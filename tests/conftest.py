@@ -4,6 +4,9 @@
 the examples catch is caught on every run; no example database, no deadline (the machine
 is often loaded). `explore` (`HYPOTHESIS_PROFILE=explore`): random draws and ten times the
 examples (`property_support.examples`), to look for new counterexamples by hand.
+`shuffle`: the CI sizes with random draws, to check that a property's minimum shares
+hold with other draws than the fixed ones (the fixed draws also shift with the modules a
+run has imported, whose constants Hypothesis mixes into its draws).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile("shuffle", settings.get_profile("ci"), derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -41,12 +41,18 @@ class Reach:
         self.test = test
         self.examples = 0
         self.hits: Counter[str] = Counter()
+        self._seen: set[str] = set()
 
     def example(self) -> None:
+        """A new example starts (call first thing in the test body)."""
         self.examples += 1
+        self._seen = set()
 
     def hit(self, what: str) -> None:
-        self.hits[what] += 1
+        """This example reached `what` (counted once per example)."""
+        if what not in self._seen:
+            self._seen.add(what)
+            self.hits[what] += 1
 
     def share(self, what: str) -> float:
         return self.hits[what] / self.examples if self.examples else 0.0

@@ -71,7 +71,7 @@ def test_curve_inverse_round_trips() -> None:
         assert float(curve(curve_inverse(g, a), a)) == pytest.approx(g, abs=1e-9)
 
     check()
-    reach.require("a curved inside point", 0.5)
+    reach.require("a curved inside point", 0.25)
 
 
 def make(nl_ltp: float = 2.4, nl_ltd: float = -4.88) -> NeuroSimResponse:
