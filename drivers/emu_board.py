@@ -13,6 +13,10 @@ watchdog, when the host has been silent too long) stops it after the pulses alre
 and records them as the batch's pulses; a reset of the board (`power_cycle`, an
 Arduino-class board's reaction to DTR) stops it without recording anything, as a real
 reset loses what was in RAM.
+
+`glitches` (`drivers.faults.BoardGlitches`) makes the board misreport what it applied (a
+DONE or LAST? with the wrong pulse count or batch number, a DONE never sent) while the
+pulses themselves reach the array as staged: the disagreements the driver must notice.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from drivers import board as B
 from drivers.emu_array import AppliedBatch, ArrayLog, StagedGroup, plan_of
+from drivers.faults import BoardGlitches
 from protocols.backend import CrossbarBackend
 from protocols.plan import PulsePlan
 
@@ -89,8 +94,13 @@ class BoardCore:
         *,
         serial: str = "EMU0001",
         exec_s_per_pulse: float = 0.0,
+        glitches: BoardGlitches | None = None,
     ) -> None:
         self.array = array
+        #: how the board misreports what it applied (none by default; may be changed live)
+        self.glitches = glitches if glitches is not None else BoardGlitches()
+        #: DONE replies withheld by `glitches.lose_done`
+        self.lost_done = 0
         self.rows, self.cols = array.shape
         self.serial = serial
         self.exec_s_per_pulse = float(exec_s_per_pulse)
@@ -164,7 +174,7 @@ class BoardCore:
             out: list[bytes] = []
             run = self._running
             if run is not None and now >= run.t0 + run.duration:
-                out.append(B.encode(run.tag, self._finish(run)))
+                out.extend(B.encode(run.tag, reply) for reply in self._done(self._finish(run)))
             if self.watchdog_ms and now - self.last_heard > self.watchdog_ms / 1000.0:
                 self.watchdog_trips += 1
                 if self._running is not None:
@@ -190,7 +200,9 @@ class BoardCore:
                 f"{self.executing} {int(self.safe)}"
             ]
         if cmd == B.LAST and not args:
-            return [f"{B.R_LAST} {self.last_batch} {self.last_pulses}"]
+            lie = self.glitches
+            batch = self.last_batch + lie.last_batch_ahead
+            return [f"{B.R_LAST} {batch} {self.last_pulses + lie.last_pulses_off}"]
         if cmd == B.ABORT and not args:
             if self._running is None:
                 return [B.ok_abort(0, 0)]
@@ -323,7 +335,7 @@ class BoardCore:
         self._staging = None
         self.safe = False
         if run.duration <= 0.0:
-            return [self._finish(run)]
+            return self._done(self._finish(run))
         self._running = run
         return []
 
@@ -342,7 +354,15 @@ class BoardCore:
             self.errors += 1
             return B.error(B.E_RANGE, str(exc)[:80])
         self._record(run.batch, run.pulses, plan)
-        return f"{B.R_DONE} {run.batch} {run.pulses}"
+        return f"{B.R_DONE} {run.batch} {run.pulses + self.glitches.done_pulses_off}"
+
+    def _done(self, reply: str) -> list[str]:
+        """The end-of-batch reply as sent: withheld while `glitches.lose_done` says so."""
+        if self.glitches.lose_done > 0 and reply.startswith(B.R_DONE):
+            self.glitches.lose_done -= 1
+            self.lost_done += 1
+            return []
+        return [reply]
 
     def _stop(self, now: float, by: str, *, record: bool) -> int:
         """Stop the running batch after the pulses already fired; those reach the array."""

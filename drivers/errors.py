@@ -32,3 +32,10 @@ class InstrumentError(BackendError):
 
 class IdentityError(BackendError):
     """The instrument at the address is not the one the driver speaks to."""
+
+
+class RecordMismatch(InstrumentError):
+    """The instrument's own record of what it applied (batch numbers, pulse counts)
+    disagrees with the host's or the journal's. Retrying, or resuming the run, meets the
+    same record: someone must find out why (another host or another board on the port, a
+    firmware fault) before anything more is sent."""

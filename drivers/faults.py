@@ -133,3 +133,38 @@ def crc16_blind(head: bytes, groups: Sequence[Sequence[int]]) -> bytes | None:
                         out[i // 8] ^= 0x80 >> (i % 8)
             return bytes(out)
     return None
+
+
+class BoardGlitches(BaseModel):
+    """A pulse board whose own record disagrees with the host's: what the driver's
+    consistency checks exist for (another host drove the board, a firmware bug, a board
+    swapped behind the host's back). Unlike `FaultConfig`, nothing here is random: each
+    glitch is a fixed lie the emulated board (`drivers.emu_board.BoardCore`) tells.
+
+    The pulses themselves still reach the array as staged; only what the board reports of
+    them is wrong, so a test can show that the driver notices before it trusts the report.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    done_pulses_off: int = Field(
+        default=0, description="DONE of an executed batch reports this many pulses too many"
+    )
+    last_batch_ahead: int = Field(
+        default=0, ge=0, description="LAST? reports a batch this many numbers past the last one"
+    )
+    last_pulses_off: int = Field(
+        default=0, description="LAST? reports this many pulses too many for the last batch"
+    )
+    lose_done: int = Field(
+        default=0,
+        ge=0,
+        description="the DONE of the next this-many executed batches is never sent (the batch "
+        "is applied and recorded; the host must ask the board what happened)",
+    )
+
+    @property
+    def any(self) -> bool:
+        return bool(
+            self.done_pulses_off or self.last_batch_ahead or self.last_pulses_off or self.lose_done
+        )

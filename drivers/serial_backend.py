@@ -41,6 +41,7 @@ from drivers.errors import (
     LinkError,
     LinkLost,
     LinkTimeout,
+    RecordMismatch,
 )
 from drivers.transport import LineTransport
 from protocols.backend import BackendError, BackendInfo, CrossbarBackend
@@ -334,14 +335,14 @@ class PulseBoardBackend(CrossbarBackend):
         last, last_pulses = B.parse_ints(self._call(B.LAST), B.R_LAST, 2)
         final = ticket.first + len(ticket.pulses) - 1
         if last < ticket.first - 1 or last > final:
-            raise InstrumentError(
+            raise RecordMismatch(
                 f"board reports batch {last} applied last, but the journaled plan is batches "
                 f"{ticket.first}-{final} and everything before it was applied: the board's "
                 "record and the journal disagree (another board, or another host drove it)"
             )
         applied = last - ticket.first + 1
         if applied and last_pulses != ticket.pulses[applied - 1]:
-            raise InstrumentError(
+            raise RecordMismatch(
                 f"batch {last}: board applied {last_pulses} pulses, the journal expects "
                 f"{ticket.pulses[applied - 1]}"
             )
@@ -375,10 +376,10 @@ class PulseBoardBackend(CrossbarBackend):
     def _applied_already(self, batch: int, pulses: int) -> bool:
         last, last_pulses = B.parse_ints(self._call(B.LAST), B.R_LAST, 2)
         if last > batch:
-            raise InstrumentError(f"board reports batch {last} applied, ahead of this host")
+            raise RecordMismatch(f"board reports batch {last} applied, ahead of this host")
         if last == batch:
             if last_pulses != pulses:
-                raise InstrumentError(
+                raise RecordMismatch(
                     f"batch {batch}: board applied {last_pulses} pulses, expected {pulses}"
                 )
             self.stats.resolved_by_last += 1
@@ -480,7 +481,7 @@ class PulseBoardBackend(CrossbarBackend):
             return False
         got_batch, got_pulses = B.parse_ints(done, B.R_DONE, 2)
         if got_batch != batch or got_pulses != pulses:
-            raise InstrumentError(
+            raise RecordMismatch(
                 f"board confirmed batch {got_batch} with {got_pulses} pulses, "
                 f"expected batch {batch} with {pulses}"
             )

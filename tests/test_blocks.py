@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
-from conformance import BackendConformance
+from conformance import BackendConformance, Witness, array_witness, sim_witness
 
 from drivers import open_backend
 from drivers.emu_array import make_array
@@ -86,6 +87,14 @@ class TestBlockOfTheSimulator(BackendConformance):
             assert isinstance(b, BlockView)
             yield b
 
+    @pytest.fixture
+    def witness(self, backend: BlockView) -> Witness:
+        """The whole simulated array behind the view: the block's devices, and nothing
+        outside the block may move."""
+        array: Any = backend.inner
+        whole = sim_witness(array)
+        return Witness(lambda: array.conductances()[1:4, 2:6], log=whole.log, preset="ideal")
+
 
 class TestBlockOfThePulseBoard(BackendConformance):
     exact_resume = False
@@ -99,7 +108,17 @@ class TestBlockOfThePulseBoard(BackendConformance):
         ):
             assert be.info().details["array"] == "5x7"
             assert callable(getattr(be, "delivery_ticket", None))  # exactly-once stays
+            self.board = core
             yield be
+
+    @pytest.fixture
+    def witness(self, backend: CrossbarBackend) -> Witness:
+        core = self.board
+        return array_witness(
+            core.array,
+            block=(slice(2, 5), slice(3, 7)),
+            log=lambda: (core.log.entries, dict(core.commands)),
+        )
 
 
 # -- characterize on the instruments ------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conformance import BackendConformance
+from conformance import BackendConformance, Witness, sim_witness
 
 from protocols.backend import CrossbarBackend
 from sim_backend import PRESETS, SimulatedCrossbar
@@ -22,6 +22,10 @@ class TestSimulatedCrossbar(BackendConformance):
         with SimulatedCrossbar(5, 7, preset=request.param, seed=3, initial="mid") as xbar:
             yield xbar
 
+    @pytest.fixture
+    def witness(self, backend: SimulatedCrossbar) -> Witness:
+        return sim_witness(backend)
+
 
 class TestSimulatedCrossbarWithReadout(BackendConformance):
     """Read noise and converters on: mvm matches the conductances only within tolerance."""
@@ -34,3 +38,7 @@ class TestSimulatedCrossbarWithReadout(BackendConformance):
             6, 4, preset="taox_hfox", seed=5, readout={"read_sigma": 0.002, "adc_bits": 12}
         ) as xbar:
             yield xbar
+
+    @pytest.fixture
+    def witness(self, backend: SimulatedCrossbar) -> Witness:
+        return sim_witness(backend)

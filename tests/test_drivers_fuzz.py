@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from property_support import Reach, examples
 
 from drivers import board as B
 from drivers.emu_array import make_array
@@ -63,38 +64,52 @@ def assert_board_alive(core: BoardCore) -> None:
     assert B.decode(replies[0]) == ("0F0F", "ID MRNN-PB1 EMU0001 2.0 2 3")
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=garbage)
-def test_board_core_answers_garbage_with_errors(core: BoardCore, data: bytes) -> None:
-    last = core.last_batch
-    for line in data.split(b"\n") or [b""]:
-        if not line:
-            continue
-        replies = core.handle(line)
+def test_board_core_answers_garbage_with_errors(core: BoardCore) -> None:
+    reach = Reach("test_board_core_answers_garbage_with_errors")
+
+    @settings(max_examples=examples(300))
+    @given(data=garbage)
+    def check(data: bytes) -> None:
+        reach.example()
+        last = core.last_batch
+        for line in data.split(b"\n") or [b""]:
+            if not line:
+                continue
+            reach.hit("a line reached the board")
+            replies = core.handle(line)
+            assert len(replies) == 1
+            _tag, body = B.decode(replies[0])
+            assert body.startswith("ERR "), body
+        assert core.last_batch == last
+        assert_board_alive(core)
+
+    check()
+    reach.require("a line reached the board", 0.8)
+
+
+def test_board_core_refuses_unknown_commands(core: BoardCore) -> None:
+    reach = Reach("test_board_core_refuses_unknown_commands")
+
+    @settings(max_examples=examples(300))
+    @given(body=printable_body)
+    def check(body: str) -> None:
+        reach.example()
+        if body.strip() in KNOWN or body.split(" ")[0] in KNOWN:
+            return
+        if body.startswith(("RROW? ", "BEGIN ", "EXEC ", "WDOG ")):
+            return
+        last = core.last_batch
+        replies = core.handle(frame("1234", body))
         assert len(replies) == 1
-        _tag, body = B.decode(replies[0])
-        assert body.startswith("ERR "), body
-    assert core.last_batch == last
-    assert_board_alive(core)
+        tag, reply = B.decode(replies[0])
+        assert tag == "1234"
+        assert reply.startswith("ERR "), reply
+        reach.hit("refused as a command (its own tag)")
+        assert core.last_batch == last
+        assert_board_alive(core)
 
-
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(body=printable_body)
-def test_board_core_refuses_unknown_commands(core: BoardCore, body: str) -> None:
-    assume(body.strip() not in KNOWN and body.split(" ")[0] not in KNOWN)
-    assume(not body.startswith(("RROW? ", "BEGIN ", "EXEC ", "WDOG ")))
-    last = core.last_batch
-    replies = core.handle(frame("1234", body))
-    assert len(replies) == 1
-    tag, reply = B.decode(replies[0])
-    assert tag == "1234"
-    assert reply.startswith("ERR "), reply
-    assert core.last_batch == last
-    assert_board_alive(core)
+    check()
+    reach.require("refused as a command (its own tag)", 0.8)
 
 
 def test_board_core_refuses_a_batch_its_array_refuses() -> None:
@@ -117,34 +132,49 @@ def station() -> Station:
     return Station(make_array(2, 2, preset="ideal", seed=1), min_width_s=1e-9)
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.one_of(st.binary(max_size=300), printable_body.map(str.encode)))
-def test_scpi_cores_survive_garbage(station: Station, data: bytes) -> None:
-    assume(data.strip().upper() not in (b"*RST", b":OUTP ON", b":INIT (@1)"))
-    smu, matrix = SmuCore(station), MatrixCore(station)
-    for core in (smu, matrix):
-        for line in data.split(b"\n"):
-            replies = core.handle(line)
-            assert all(isinstance(r, str) for r in replies)
-        assert core.handle(b"*IDN?")[0].split(",")[1].strip() in ("B2901A", "MODEL 707B")
-    code = smu.handle(b":SYST:ERR?")[0]
-    assert code.startswith(("+0,", "-1", "-2", "-3"))
+def test_scpi_cores_survive_garbage(station: Station) -> None:
+    reach = Reach("test_scpi_cores_survive_garbage")
+
+    @settings(max_examples=examples(300))
+    @given(data=st.one_of(st.binary(max_size=300), printable_body.map(str.encode)))
+    def check(data: bytes) -> None:
+        reach.example()
+        if data.strip().upper() in (b"*RST", b":OUTP ON", b":INIT (@1)"):
+            return
+        smu, matrix = SmuCore(station), MatrixCore(station)
+        for core in (smu, matrix):
+            for line in data.split(b"\n"):
+                replies = core.handle(line)
+                assert all(isinstance(r, str) for r in replies)
+            assert core.handle(b"*IDN?")[0].split(",")[1].strip() in ("B2901A", "MODEL 707B")
+        code = smu.handle(b":SYST:ERR?")[0]
+        assert code.startswith(("+0,", "-1", "-2", "-3"))
+        if not code.startswith("+0,"):
+            reach.hit("the SMU queued an error")
+
+    check()
+    reach.require("the SMU queued an error", 0.5)
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.one_of(st.binary(max_size=300), printable_body.map(str.encode)))
-def test_kxci_core_answers_every_message_once(station: Station, data: bytes) -> None:
+def test_kxci_core_answers_every_message_once(station: Station) -> None:
     """Every message gets exactly one reply (a refusal is a negative number), and the
     instrument keeps answering its identity."""
-    core = KxciCore(station)
-    for line in data.split(b"\0"):
-        replies = core.handle(line)
-        assert len(replies) == 1 and isinstance(replies[0], str)
-    assert core.handle(b"ID") == ["KI4200A V1.13 (mrnn-hil emulator)"]
+    reach = Reach("test_kxci_core_answers_every_message_once")
+
+    @settings(max_examples=examples(300))
+    @given(data=st.one_of(st.binary(max_size=300), printable_body.map(str.encode)))
+    def check(data: bytes) -> None:
+        reach.example()
+        core = KxciCore(station)
+        for line in data.split(b"\0"):
+            replies = core.handle(line)
+            assert len(replies) == 1 and isinstance(replies[0], str)
+            if replies[0].startswith("-"):
+                reach.hit("refused")
+        assert core.handle(b"ID") == ["KI4200A V1.13 (mrnn-hil emulator)"]
+
+    check()
+    reach.require("refused", 0.5)
 
 
 # -- through the real servers ---------------------------------------------------------------
@@ -174,19 +204,25 @@ def _id_after(port: SerialTransport, tag: str) -> str:
     raise AssertionError("the board stopped answering")
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=garbage)
-def test_serial_emulator_survives_garbage_on_the_pty(
-    serial_emulator: SerialEmulator, data: bytes
-) -> None:
-    port = SerialTransport(serial_emulator.path)
-    try:
-        port.write_line(data)
-        assert _id_after(port, "7E57").startswith("ID MRNN-PB1 ")
-    finally:
-        port.close()
+def test_serial_emulator_survives_garbage_on_the_pty(serial_emulator: SerialEmulator) -> None:
+    reach = Reach("test_serial_emulator_survives_garbage_on_the_pty")
+
+    @settings(max_examples=examples(25))
+    @given(data=garbage)
+    def check(data: bytes) -> None:
+        reach.example()
+        before = serial_emulator.core.errors
+        port = SerialTransport(serial_emulator.path)
+        try:
+            port.write_line(data)
+            assert _id_after(port, "7E57").startswith("ID MRNN-PB1 ")
+        finally:
+            port.close()
+        if serial_emulator.core.errors > before:
+            reach.hit("the board answered an error")
+
+    check()
+    reach.require("the board answered an error", 0.5)
 
 
 def test_serial_emulator_reports_an_overlong_line(serial_emulator: SerialEmulator) -> None:
@@ -200,12 +236,24 @@ def test_serial_emulator_reports_an_overlong_line(serial_emulator: SerialEmulato
         port.close()
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.one_of(st.binary(max_size=300), printable_body.map(str.encode)))
-def test_scpi_emulator_survives_garbage_on_tcp(scpi_emulator: ScpiEmulator, data: bytes) -> None:
-    assume(b"*RST" not in data.upper())
+def test_scpi_emulator_survives_garbage_on_tcp(scpi_emulator: ScpiEmulator) -> None:
+    reach = Reach("test_scpi_emulator_survives_garbage_on_tcp")
+
+    @settings(max_examples=examples(25))
+    @given(data=st.one_of(st.binary(max_size=300), printable_body.map(str.encode)))
+    def check(data: bytes) -> None:
+        reach.example()
+        if b"*RST" in data.upper():
+            return
+        survive(scpi_emulator, data)
+        if data.strip():
+            reach.hit("garbage reached the SMU")
+
+    check()
+    reach.require("garbage reached the SMU", 0.5)
+
+
+def survive(scpi_emulator: ScpiEmulator, data: bytes) -> None:
     with socket.create_connection(("127.0.0.1", scpi_emulator.smu_port), timeout=3.0) as s:
         s.sendall(data.replace(b"\n", b" ") + b"\n*CLS;*IDN?\n")
         reply = b""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from property_support import Reach, examples
 
 from hil.insitu.programming import program
 from protocols.errors import InputError
@@ -122,119 +124,250 @@ limit_sets = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    shape=st.tuples(st.integers(1, 6), st.integers(1, 6)),
-    seed=st.integers(0, 2**31 - 1),
-    nl=st.tuples(st.floats(-5, 5), st.floats(-5, 5)),
-    states=st.integers(8, 400),
-    scale=st.floats(0.01, 0.5),
-    scheme=schemes,
-    limits=limit_sets,
-    slack=st.tuples(
-        st.floats(0.3, 1.15),  # SET amplitude / max_set_v
-        st.floats(0.3, 1.15),  # RESET amplitude / max_reset_v
-        st.floats(0.1, 1.15),  # width / max_width_s
-        _log_floats(0.3, 30.0),  # compliance / current at the top of the window
-        _log_floats(0.01, 1000.0),  # energy limit / energy of one pulse per device
+@st.composite
+def scheme_cases(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "shape": draw(st.tuples(st.integers(1, 6), st.integers(1, 6))),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "nl": draw(st.tuples(st.floats(-5, 5), st.floats(-5, 5))),
+        "states": draw(st.integers(8, 400)),
+        "scale": draw(st.floats(0.01, 0.5)),
+        # which way the devices are asked to move: a plan of RESET groups only is where a
+        # check that ignores RESET polarity lets something through
+        "direction": draw(st.sampled_from([-1.0, 0.0, 1.0])),
+        # how much of the run budget the devices have used: up to all of it
+        "used": draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])),
+        "scheme": draw(schemes),
+        "limits": draw(limit_sets),
+        # SET amplitude / max_set_v, RESET amplitude / max_reset_v, width / max_width_s,
+        # compliance / current at the top of the window, energy limit / one pulse per device
+        "slack": draw(
+            st.tuples(
+                st.floats(0.3, 1.15),
+                st.floats(0.3, 1.15),
+                st.floats(0.1, 1.15),
+                _log_floats(0.05, 10.0),
+                _log_floats(0.002, 300.0),
+            )
+        ),
+    }
+
+
+#: The limits whose refusals the property must see (each message names its limit); the
+#: per-update count is left out: a scheme caps its own pulses, so it rarely binds.
+REFUSALS = (
+    "max_set_v",
+    "max_reset_v",
+    "max_width_s",
+    "compliance_a",
+    "max_half_select_v",
+    "max_pulses_per_device_per_run",
+    "max_energy_per_update_j",
+)
+
+
+def edge(**changes: Any) -> dict[str, Any]:
+    """A fixed case of `scheme_cases` on the edge of one limit (`changes`)."""
+    base: dict[str, Any] = {
+        "shape": (3, 3),
+        "seed": 1,
+        "nl": (0.0, 0.0),
+        "states": 100,
+        "scale": 0.3,
+        "direction": 0.0,
+        "used": 0.0,
+        "scheme": ProportionalScheme(kind="proportional", rounding="nearest", max_pulses=16),
+        "limits": SafetyLimits(max_width_s=1e-6, max_pulses_per_device_per_run=400),
+        "slack": (0.8, 0.8, 0.5, 10.0, 1000.0),
+    }
+    slack = list(base["slack"])
+    for k, v in changes.pop("slack", {}).items():
+        slack[k] = v
+    return {**base, "slack": tuple(slack), **changes}
+
+
+#: One fixed example per limit, run on every run whatever the draws (which shift with
+#: the modules a run has imported): each is refused by its own limit, so a check that is
+#: skipped lets a plan through and the property fails.
+EDGES = {
+    "max_set_v": edge(direction=1.0, slack={0: 1.1}),
+    "max_reset_v": edge(direction=-1.0, slack={1: 1.1}),
+    "max_width_s": edge(slack={2: 1.1}),
+    "compliance_a at RESET polarity": edge(direction=-1.0, slack={3: 0.2}),
+    "max_half_select_v": edge(
+        scheme=ProportionalScheme(kind="proportional", max_pulses=16, bias="v2"),
+        limits=SafetyLimits(max_width_s=1e-6, max_half_select_v=0.5),
     ),
-)
-def test_no_plan_ever_exceeds_a_limit(
-    shape: tuple[int, int],
-    seed: int,
-    nl: tuple[float, float],
-    states: int,
-    scale: float,
-    scheme: ManhattanScheme | ProportionalScheme | OuterProductScheme,
-    limits: SafetyLimits,
-    slack: tuple[float, float, float, float, float],
-) -> None:
-    rng = np.random.default_rng(seed)
-    response = NeuroSimResponse(
-        g_min_s=1e-6,
-        g_max_s=5e-5,
-        states_ltp=states,
-        states_ltd=states,
-        nl_ltp=nl[0],
-        nl_ltd=nl[1],
-    )
-    pulses = _pair(
-        slack[0] * limits.max_set_v, slack[1] * limits.max_reset_v, slack[2] * limits.max_width_s
-    )
-    v_top = max(pulses.set.amplitude_v, -pulses.reset.amplitude_v)
-    one_pulse = v_top**2 * pulses.set.width_s * response.g_max_s * shape[0] * shape[1]
-    limits = limits.model_copy(
-        update={
-            "compliance_a": slack[3] * v_top * response.g_max_s,
-            "max_energy_per_update_j": slack[4] * one_pulse,
-        }
-    )
-    span = response.g_max_s - response.g_min_s
-    g = response.g_min_s + span * rng.random(shape)
-    delta = scale * span * rng.standard_normal(shape)
-    run_counts = rng.integers(0, limits.max_pulses_per_device_per_run // 2 + 1, size=shape)
-    try:
-        update = plan_update_detailed(
-            scheme, delta, g, response, pulses, limits, rng=rng, run_counts=run_counts
+    "max_pulses_per_device_per_run": edge(
+        used=1.0, limits=SafetyLimits(max_width_s=1e-6, max_pulses_per_device_per_run=20)
+    ),
+    "max_energy_per_update_j": edge(slack={4: 0.01}),
+}
+
+
+def test_no_plan_ever_exceeds_a_limit() -> None:
+    """Every plan a scheme returns is within every limit, checked here from the plan
+    itself; a refusal says what it exceeds. Enough examples must produce a plan with
+    RESET pulses (where compliance and energy bind by |V|) and enough must be refused;
+    every limit refuses at least its fixed example."""
+    reach = Reach("test_no_plan_ever_exceeds_a_limit")
+
+    @settings(max_examples=examples(200))
+    @given(case=scheme_cases())
+    @example(case=EDGES["max_set_v"])
+    @example(case=EDGES["max_reset_v"])
+    @example(case=EDGES["max_width_s"])
+    @example(case=EDGES["compliance_a at RESET polarity"])
+    @example(case=EDGES["max_half_select_v"])
+    @example(case=EDGES["max_pulses_per_device_per_run"])
+    @example(case=EDGES["max_energy_per_update_j"])
+    def check(case: dict[str, Any]) -> None:
+        reach.example()
+        shape, limits, slack = case["shape"], case["limits"], case["slack"]
+        rng = np.random.default_rng(case["seed"])
+        response = NeuroSimResponse(
+            g_min_s=1e-6,
+            g_max_s=5e-5,
+            states_ltp=case["states"],
+            states_ltd=case["states"],
+            nl_ltp=case["nl"][0],
+            nl_ltd=case["nl"][1],
         )
-    except LimitViolation as exc:
-        event("refused")
-        assert "exceeds" in str(exc) or "over" in str(exc)
-        return
-    event("planned" if not update.plan.is_empty else "planned (empty)")
-    _assert_within(update.plan, limits, _peak(update.plan, g, response), run_counts)
-    assert update.plan.bias == scheme.bias
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    limits=limit_sets,
-    v_step=st.floats(0.0, 0.5),
-    steps=st.integers(0, 8),
-)
-def test_write_verify_plans_never_exceed_a_limit(
-    seed: int, limits: SafetyLimits, v_step: float, steps: int
-) -> None:
-    rng = np.random.default_rng(seed)
-    scheme = WriteVerifyScheme(
-        kind="write_verify", v_step_v=v_step, max_ispp_steps=steps, max_iterations=6
-    )
-    pulses = _pair(0.8 * limits.max_set_v, 0.8 * limits.max_reset_v, 0.5 * limits.max_width_s)
-    response = LINEAR
-    span = response.g_max_s - response.g_min_s
-    targets = response.g_min_s + span * rng.random((3, 3))
-    planner = WriteVerifyPlanner(scheme, pulses, limits, response, targets)
-    for _ in range(6):
-        g = response.g_min_s + span * rng.random((3, 3))
+        pulses = _pair(
+            slack[0] * limits.max_set_v,
+            slack[1] * limits.max_reset_v,
+            slack[2] * limits.max_width_s,
+        )
+        v_top = max(pulses.set.amplitude_v, -pulses.reset.amplitude_v)
+        one_pulse = v_top**2 * pulses.set.width_s * response.g_max_s * shape[0] * shape[1]
+        limits = limits.model_copy(
+            update={
+                "compliance_a": slack[3] * v_top * response.g_max_s,
+                "max_energy_per_update_j": slack[4] * one_pulse,
+            }
+        )
+        span = response.g_max_s - response.g_min_s
+        g = response.g_min_s + span * rng.random(shape)
+        delta = case["scale"] * span * rng.standard_normal(shape)
+        if case["direction"]:
+            delta = case["direction"] * np.abs(delta)
+        budget = int(limits.max_pulses_per_device_per_run * case["used"])
+        run_counts = rng.integers(0, budget + 1, size=shape)
         try:
-            plan = planner.next_plan(g)
-        except LimitViolation:
+            update = plan_update_detailed(
+                case["scheme"], delta, g, response, pulses, limits, rng=rng, run_counts=run_counts
+            )
+        except LimitViolation as exc:
+            reach.hit("refused")
+            assert "exceeds" in str(exc) or "over" in str(exc)
+            for limit in REFUSALS:
+                if f"{limit}=" in str(exc):
+                    reach.hit(f"refused by {limit}")
+            if "compliance_a=" in str(exc) and " at -" in str(exc):
+                reach.hit("refused by compliance_a at RESET polarity")
             return
-        if plan is None:
-            break
-        _assert_within(plan, limits, _peak(plan, g, response), None)
+        if not update.plan.is_empty:
+            reach.hit("planned")
+        if any(grp.total and grp.shape.amplitude_v < 0 for grp in update.plan.groups):
+            reach.hit("planned with RESET pulses")
+        _assert_within(update.plan, limits, _peak(update.plan, g, response), run_counts)
+        assert update.plan.bias == case["scheme"].bias
+
+    check()
+    reach.require("planned", 0.1)
+    reach.require("planned with RESET pulses", 0.05)
+    reach.require("refused", 0.2)
+    for limit in EDGES:  # each check refused at least its fixed example
+        reach.require(f"refused by {limit}", 1 / reach.examples)
 
 
-@settings(max_examples=8, deadline=None)
-@given(requests=st.lists(st.floats(-6.0, 6.0), min_size=4, max_size=4))
-def test_stochastic_rounding_is_unbiased_on_a_linear_device(requests: list[float]) -> None:
+def test_write_verify_plans_never_exceed_a_limit() -> None:
+    reach = Reach("test_write_verify_plans_never_exceed_a_limit")
+
+    @settings(max_examples=examples(40))
+    @given(
+        seed=st.integers(0, 2**31 - 1),
+        limits=limit_sets,
+        v_step=st.floats(0.0, 0.5),
+        steps=st.integers(0, 8),
+        slack=st.tuples(_log_floats(0.3, 30.0), _log_floats(1.0, 1000.0)),
+    )
+    def check(
+        seed: int, limits: SafetyLimits, v_step: float, steps: int, slack: tuple[float, float]
+    ) -> None:
+        reach.example()
+        rng = np.random.default_rng(seed)
+        # at most the per-update budget per iteration (a larger cap is refused on every
+        # plan that uses it, which left nearly no example planning)
+        per_iteration = min(8, limits.max_pulses_per_device_per_update)
+        scheme = WriteVerifyScheme(
+            kind="write_verify",
+            v_step_v=v_step,
+            max_ispp_steps=steps,
+            max_iterations=6,
+            max_pulses_per_iteration=per_iteration,
+        )
+        pulses = _pair(0.8 * limits.max_set_v, 0.8 * limits.max_reset_v, 0.5 * limits.max_width_s)
+        response = LINEAR
+        # compliance and energy drawn around what the pulses draw at the top of the window
+        # (drawn on their own, most examples were refused on energy)
+        v_top = max(limits.max_set_v, limits.max_reset_v)
+        one_pulse = v_top**2 * pulses.set.width_s * response.g_max_s * 9
+        limits = limits.model_copy(
+            update={
+                "compliance_a": slack[0] * v_top * response.g_max_s,
+                "max_energy_per_update_j": slack[1] * one_pulse,
+            }
+        )
+        span = response.g_max_s - response.g_min_s
+        targets = response.g_min_s + span * rng.random((3, 3))
+        planner = WriteVerifyPlanner(scheme, pulses, limits, response, targets)
+        planned = False
+        for _ in range(6):
+            g = response.g_min_s + span * rng.random((3, 3))
+            try:
+                plan = planner.next_plan(g)
+            except LimitViolation:
+                reach.hit("refused")
+                return
+            if plan is None:
+                break
+            planned = True
+            _assert_within(plan, limits, _peak(plan, g, response), None)
+        reach.hit("planned" if planned else "nothing to plan")
+
+    check()
+    reach.require("planned", 0.2)
+
+
+def test_stochastic_rounding_is_unbiased_on_a_linear_device() -> None:
     """Realised changes on the simulator's linear device average to the request."""
-    req = np.array([requests]) * STEP
-    scheme = ProportionalScheme(kind="proportional", max_pulses=16)
-    rng = np.random.default_rng(1)
-    trials = 160
-    with SimulatedCrossbar(1, 4, preset="ideal", seed=3, limits=ROOMY, initial="mid") as array:
-        realised = np.zeros((2, 4))
-        for t in range(trials):
-            sign = 1.0 if t % 2 == 0 else -1.0
-            g = array.read()
-            array.apply(plan_update(scheme, sign * req, g, LINEAR, NOMINAL, ROOMY, rng=rng))
-            realised[t % 2] += sign * (array.read() - g)[0]
-    mean = realised / (trials / 2)
-    # Per-trial spread is at most half a step; 4 standard errors of the mean.
-    tol = 4 * 0.5 * STEP / np.sqrt(trials / 2) + 1e-3 * STEP
-    assert np.all(np.abs(mean - req[0]) <= tol), (mean / STEP, req / STEP)
+    reach = Reach("test_stochastic_rounding_is_unbiased_on_a_linear_device")
+
+    @settings(max_examples=examples(8))
+    @given(requests=st.lists(st.floats(-6.0, 6.0), min_size=4, max_size=4))
+    def check(requests: list[float]) -> None:
+        reach.example()
+        req = np.array([requests]) * STEP
+        scheme = ProportionalScheme(kind="proportional", max_pulses=16)
+        rng = np.random.default_rng(1)
+        trials = 160
+        with SimulatedCrossbar(1, 4, preset="ideal", seed=3, limits=ROOMY, initial="mid") as array:
+            realised = np.zeros((2, 4))
+            for t in range(trials):
+                sign = 1.0 if t % 2 == 0 else -1.0
+                g = array.read()
+                array.apply(plan_update(scheme, sign * req, g, LINEAR, NOMINAL, ROOMY, rng=rng))
+                realised[t % 2] += sign * (array.read() - g)[0]
+        mean = realised / (trials / 2)
+        if np.any(np.abs(req - np.round(req / STEP) * STEP) > 0.05 * STEP):
+            reach.hit("fractional request")  # where rounding has something to decide
+        # Per-trial spread is at most half a step; 4 standard errors of the mean.
+        tol = 4 * 0.5 * STEP / np.sqrt(trials / 2) + 1e-3 * STEP
+        assert np.all(np.abs(mean - req[0]) <= tol), (mean / STEP, req / STEP)
+
+    check()
+    reach.require("fractional request", 0.5)
 
 
 def test_nearest_rounding_loses_small_updates_that_stochastic_rounding_keeps() -> None:

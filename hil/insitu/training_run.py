@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from drivers.errors import RecordMismatch
 from hil.insitu.backends import (
     READ_OPTION,
     DeviceModel,
@@ -252,9 +253,18 @@ def _mark_interrupted(journal: Journal | None) -> None:
 
 @contextmanager
 def _resumable(rundir: RunDir) -> Iterator[None]:
-    """An instrument failure mid-run says how to continue (the journal holds every plan)."""
+    """An instrument failure mid-run says how to continue (the journal holds every plan);
+    an instrument whose own record disagrees with the journal's gets no `--resume` advice:
+    a resume starts by asking that record and would stop on the same disagreement."""
     try:
         yield
+    except RecordMismatch as exc:
+        raise RecordMismatch(
+            f"{exc}; nothing more was sent. `mrnn-hil train --resume {rundir.path}` asks the "
+            "instrument's record first and stops on this disagreement again while the record "
+            "stays as it is: find out why it differs (another host or another board on the "
+            "port, a firmware fault) before resuming or starting a new run"
+        ) from exc
     except BackendError as exc:
         raise BackendError(
             f"{exc}; every plan sent is journaled: continue with "
