@@ -385,8 +385,8 @@ def check_imports(copy: Path, env: dict[str, str]) -> None:
 
 def check_targets(copy: Path, targets: Sequence[str]) -> None:
     for target in targets:
-        if not (copy / target.split("::")[0]).is_file():
-            raise ValueError(f"target {target} is not a tracked file")
+        if not (copy / target.split("::")[0]).exists():
+            raise ValueError(f"target {target} is not in the tracked files")
 
 
 def first_failure(output: str) -> str:
