@@ -1,7 +1,8 @@
 """A run's read voltage is checked against the whole envelope before anything is opened: below
 the device's switching threshold (known from its preset) and the hard read ceiling, not only
-below the protocol's programming amplitudes (which `mrnn-hil validate` checks). A station that
-knows no threshold of its own (VISA) has this check alone between it and a disturbing read.
+below the protocol's programming amplitudes; `mrnn-hil validate` checks it against the file's
+preset too. A station that knows no threshold of its own (VISA) has this check alone between
+it and a disturbing read.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def test_train_refuses_a_read_over_the_switching_threshold_before_opening_the_st
     text = ALOX.read_text()
     assert text.count("  voltage_v: 0.1\n") == 1
     protocol.write_text(text.replace("  voltage_v: 0.1\n", "  voltage_v: 0.8\n"))
-    assert main(["validate", str(protocol)]) == 0  # the protocol file alone is consistent
+    # validate names the preset's threshold too: the file's preset would be disturbed
+    assert main(["validate", str(protocol)]) == 2
+    err = capsys.readouterr().err
+    assert "read.voltage_v 0.8 V could disturb the devices" in err, err
+    assert f"switching threshold {ALOX_SWITCHING_V:g} V (of preset 'alox_hfo2')" in err, err
+    assert main(["validate", str(ALOX)]) == 0  # the library file reads at 0.1 V
     capsys.readouterr()
     patterns = tmp_path / "two.txt"
     patterns.write_text("[a]\n#.\n.#\n\n[b]\n.#\n#.\n")
