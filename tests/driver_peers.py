@@ -131,13 +131,17 @@ class PtyPeer:
 
     def _run(self) -> None:
         lines = LineBuffer(1 << 20)
-        while not self._stop.is_set():
+        while True:
             ready, _, _ = select.select([self.master], [], [], 0.05)
             if not ready:
+                if self._stop.is_set():  # stop only once every byte sent so far is taken
+                    return
                 continue
             try:
                 chunk = os.read(self.master, 65536)
             except OSError:
+                if self._stop.is_set():
+                    return
                 time.sleep(0.01)
                 continue
             for line in lines.feed(chunk):

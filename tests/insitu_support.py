@@ -61,7 +61,7 @@ def small_config(tmp: Path, **over: Any) -> Path:
         },
         "programming": {"max_iterations": 6},
         "evaluation": {"samples": 20, "curve_samples": 4, "every_epochs": 2},
-        "run": {"checkpoint_every": 5},
+        "run": {"checkpoint_every": 5, "figures": False},  # figures: see test_insitu
     }
     for key, value in over.items():
         if isinstance(value, dict):

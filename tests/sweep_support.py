@@ -33,7 +33,7 @@ def sweep_file(
             "backend": {"preset": "epiram"},
             "programming": {"max_iterations": 6},
             "evaluation": {"samples": 20, "curve_samples": 4, "every_epochs": 2},
-            "run": {"checkpoint_every": 5},
+            "run": {"checkpoint_every": 5, "figures": False},
         },
         "grid": {"seed": list(seeds)},
         "cells": [{"scheme.kind": "proportional"}, {"scheme.kind": "manhattan"}],

@@ -29,7 +29,7 @@ from sim_backend.readout import resistance_f32
 
 SEED = 3
 SHAPE = (32, 31)  # the 32-unit task: 496 pairs, no diagonal
-QUICK = "evaluation: {samples: 5, curve_samples: 2}\n"
+QUICK = "evaluation: {samples: 5, curve_samples: 2}\nrun: {figures: false}\n"
 #: The training runs use PCMO: its 2 V, 100 ns pulses fit the built-in limits an instrument
 #: run has without a protocol and the ArC ONE's 90 ns minimum width.
 PRESET = "pcmo"

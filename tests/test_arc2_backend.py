@@ -203,7 +203,7 @@ def test_opening_needs_pyarc2_a_firmware_file_and_one_board(
 
 SEED = 3
 QUICK = (
-    "evaluation: {samples: 5, curve_samples: 2}\n"
+    "evaluation: {samples: 5, curve_samples: 2}\nrun: {figures: false}\n"
     # EpiRAM's +5 V / -3 V pulses: the room the simulator gives them, stated for the board
     "limits: {max_set_v: 7.5, max_reset_v: 4.5, allow_raise: [max_set_v, max_reset_v]}\n"
 )

@@ -43,8 +43,9 @@ PROTOCOL = {
 
 def train(out: Path, patterns: Path, preset: str, *extra: str) -> dict:
     args = [
-        "train", "--epochs", "2", "--quiet", "--preset", preset, "--seed", str(SEED),
-        "--patterns", str(patterns), "--out", str(out), *PROTOCOL[preset], *extra,
+        "train", "--epochs", "2", "--quiet", "--no-figures", "--preset", preset,
+        "--seed", str(SEED), "--patterns", str(patterns), "--out", str(out),
+        *PROTOCOL[preset], *extra,
     ]  # fmt: skip
     assert main(args) == 0
     return json.loads((out / "report.json").read_text())

@@ -93,7 +93,7 @@ def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
     cfg, total = reference.config, len(reference.plans)
     rng = random.Random(20261128)
     total_kills = 0
-    for trial, kills_wanted in enumerate((2, 1, 2, 1)):
+    for trial, kills_wanted in enumerate((2, 1)):
         run = tmp_path / f"killed-{trial}"
         kills = 0
         while True:
@@ -124,7 +124,7 @@ def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_run(
             break
         total_kills += kills
         assert_same_run(run, reference, f"trial {trial}")
-    assert total_kills >= 4  # the runs really were interrupted
+    assert total_kills >= 2  # the runs really were interrupted
 
 
 def test_full_disk_is_a_clear_error_and_the_run_resumes_to_the_same_state(

@@ -37,6 +37,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         training={"epochs": 4},
         scheme={"kind": "manhattan"},
         backend={"preset": "epiram", "options": {"faults__stuck_min_rate": 0.05}},
+        run={"figures": True},
     )
     b = start_run(load_config(b_cfg), tmp / "b").report
     return {"a": tmp / "a", "b": tmp / "b", "reports": {"a": a, "b": b}}
@@ -124,6 +125,26 @@ def test_the_report_draws_history_histograms_and_baselines(runs: dict[str, Any])
         assert name in report["figures"]
         assert (runs["b"] / name).stat().st_size > 5_000
     assert "conductance_histogram.png" in (runs["b"] / "report.md").read_text()
+
+
+def test_a_run_without_figures_draws_none_and_says_so(runs: dict[str, Any]) -> None:
+    """`run.figures: false` (the first run): the report's numbers, no PNG, and a note why."""
+    report = json.loads((runs["a"] / "report.json").read_text())
+    assert report["figures"] == [] and report["totals"]["pulses"] > 0
+    assert not list(runs["a"].glob("*.png"))
+    assert "none drawn (`run.figures: false`)" in (runs["a"] / "report.md").read_text()
+
+
+def test_no_figures_sets_the_config_field_and_a_resume_refuses_it(tmp_path: Path) -> None:
+    from hil.cli import build_parser
+    from hil.commands.train import config_from_args
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["train", "--no-figures"])
+    assert config_from_args(args).run.figures is False
+    assert config_from_args(parser.parse_args(["train"])).run.figures is True
+    done = cli("train", "--resume", str(tmp_path), "--no-figures")
+    assert done.returncode == 2 and "drop --no-figures" in done.stderr
 
 
 def test_histogram_marks_exactly_the_stuck_devices(

@@ -196,6 +196,7 @@ def base_config(tmp: Path, protocol: Path) -> dict[str, Any]:
         "protocol": str(protocol),
         "training": {"patterns": str(patterns_file(tmp)), "epochs": 3},
         "evaluation": {"samples": 5, "curve_samples": 2},
+        "run": {"figures": False},
     }
 
 

@@ -137,7 +137,7 @@ def test_a_smaller_network_runs_on_a_block_of_the_board(tmp_path: Path) -> None:
     pat.write_text("[a]\n#.#.\n#..#\n\n[b]\n.##.\n##..\n")
     stream = out / "s.txt"
     q = out / "q.yaml"
-    q.write_text("evaluation: {samples: 2, curve_samples: 1}\n")
+    q.write_text("evaluation: {samples: 2, curve_samples: 1}\nrun: {figures: false}\n")
     # PCMO's 2 V, 100 ns pulses fit the built-in limits and the ArC ONE's 90 ns minimum
     args = ["train", "--backend", "arc1", "--preset", "pcmo", "--dry-run", str(stream),
             "--patterns", str(pat),

@@ -85,6 +85,11 @@ def add_parser(subparsers: Any) -> None:
         help="continue the run in DIR (with --epochs N: extend it, finished or not, to N epochs)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="no PNG figures in the report (run.figures: false)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -116,6 +121,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         over.setdefault("training", {})["patterns"] = args.patterns
     if args.seed is not None:
         over["seed"] = args.seed
+    if getattr(args, "no_figures", False):
+        over.setdefault("run", {})["figures"] = False
     source = f"config {args.config}" if args.config else "options"
     return validate_config(merge(data, over), source)
 
@@ -214,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
                     "array",
                     "block",
                     "out",
+                    "no_figures",
                 )
                 if getattr(args, name, None) not in (None, False)
             ]

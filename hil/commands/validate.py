@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from protocols.errors import InputError
-from protocols.limits import LimitViolation, check_plan
+from protocols.limits import LimitViolation, check_plan, check_read_voltage
 from protocols.plan import PulseGroup, PulsePlan
 from protocols.protocol_file import load_protocol
 from protocols.spec import ProtocolFile
@@ -79,9 +79,35 @@ def check_nominal_pulses(protocol: ProtocolFile, source: str) -> None:
             ) from None
 
 
+def check_read_against_preset(protocol: ProtocolFile, source: str) -> None:
+    """The read voltage against the switching threshold of the preset the file names.
+
+    `train` and `characterize` refuse such a read through the envelope; a file that every run
+    would refuse is not a valid protocol either.
+    """
+    if protocol.preset is None:
+        return
+    from sim_backend.crossbar import switching_threshold
+    from sim_backend.presets import PRESETS, get_preset, is_preset_file
+
+    if protocol.preset not in PRESETS and not is_preset_file(protocol.preset):
+        return
+    switching = switching_threshold(get_preset(protocol.preset))
+    try:
+        check_read_voltage(
+            protocol.read.voltage_v,
+            protocol.limits.safety_limits(),
+            switching_v=switching,
+            source="read.voltage_v",
+        )
+    except LimitViolation as exc:
+        raise InputError(f"{source}: {exc} (of preset {protocol.preset!r})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     for path in args.files:
         protocol = load_protocol(path)
         check_nominal_pulses(protocol, str(path))
+        check_read_against_preset(protocol, str(path))
         print(f"{path}: OK: {summary(protocol)}")
     return 0

@@ -198,6 +198,20 @@ def write_report(
         stuck["devices"] = devices[:100]
         stuck["devices_truncated"] = True
     report["stuck"] = stuck
+    report["figures"] = (
+        _figures(rundir, report, final, trainer, patterns) if trainer.cfg.run.figures else []
+    )
+    rundir.write_json("report.json", report)
+    write_atomic(rundir.path / "report.md", _markdown(report).encode())
+
+
+def _figures(
+    rundir: RunDir,
+    report: dict[str, Any],
+    final: dict[str, NDArray[Any]],
+    trainer: InSituTrainer,
+    patterns: PatternSet,
+) -> list[str]:
     baselines = {k: v for k, v in report["accuracy"].items() if k != "in_situ"}
     stuck_plus, stuck_minus = trainer.mapping.split(np.asarray(final["stuck"], dtype=float))
     figures = [
@@ -223,8 +237,12 @@ def write_report(
     history = plot_conductance_history(rundir)
     if history is not None:
         figures.insert(3, history)
-    report["figures"] = figures
-    rundir.write_json("report.json", report)
+    return figures
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    stuck = report["stuck"]
+    figures = report["figures"]
     t = report["totals"]
     lines = [
         f"# In-situ training run: {report['status']}",
@@ -246,6 +264,7 @@ def write_report(
     if report.get("refused"):
         lines.append(f"- refused: {report['refused']}")
     lines += ["", "## Accuracy (MSE < 0.1)", "", *_table(report["accuracy"]), ""]
-    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    lines += ["## Figures", ""]
+    lines += [f"![{f}]({f})" for f in figures] or ["none drawn (`run.figures: false`)"]
     lines += ["", "Full numbers: `report.json`; every plan: `journal.sqlite`.", ""]
-    write_atomic(rundir.path / "report.md", "\n".join(lines).encode())
+    return "\n".join(lines)

@@ -145,6 +145,11 @@ class RunSection(_Strict):
         "process, not a power cut; auto: full on instruments, normal on the simulator (whose "
         "state lives in memory and is restored from checkpoints anyway)",
     )
+    figures: bool = Field(
+        default=True,
+        description="draw the report's PNG figures; false writes report.json and report.md "
+        "only (a sweep of many cells, or a test, need not spend seconds per run on plots)",
+    )
 
 
 class RunConfig(_Strict):
