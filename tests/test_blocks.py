@@ -35,6 +35,28 @@ from protocols.protocol_file import library_dir
 from sim_backend import SimulatedCrossbar
 
 AG = str(library_dir() / "ag_asi.yaml")  # 300 us pulses: what a B2900 can fire
+PCMO = str(library_dir() / "pcmo.yaml")
+METRICS_PCMO = [
+    "g_min_s",
+    "g_max_s",
+    "on_off",
+    "states_ltp",
+    "distinguishable_states",
+    "nl_ltp",
+    "nl_ltd",
+    "c2c_sigma",
+    "stuck_fraction",
+]
+
+
+def _passed(printed: str, metrics: list[str]) -> None:
+    """A report in which exactly `metrics` were judged and each passed: one PASS row per
+    metric, the summary line PASS, no FAIL anywhere."""
+    rows = {line.split()[0]: line for line in printed.splitlines() if line.endswith("range")}
+    assert sorted(rows) == sorted(metrics), printed
+    assert all(row.split()[-3] == "PASS" for row in rows.values()), printed
+    n = len(metrics)
+    assert f"PASS: {n}/{n} metrics within range" in printed and "FAIL" not in printed, printed
 
 
 # -- the block and its view --------------------------------------------------------------
@@ -142,14 +164,20 @@ def test_characterize_on_the_visa_station_uses_real_devices(
     st, emu = station
     out = tmp_path / "out"
     data = yaml.safe_load(Path(AG).read_text())
-    data["characterize"]["pulses_per_phase"] = 40  # a short experiment: the wiring is the point
+    # A short experiment (the wiring is the point): trains of 40 pulses end long before the
+    # 97-state LTP curve saturates, so the curve, the states, G_max and C2C are not what it
+    # can judge (with seeds 0-7 of the station they pass on some and fail on others). It is
+    # judged on what it measures for certain: the floor and the stuck devices.
+    data["characterize"]["pulses_per_phase"] = 40
+    data["acceptance"] = {k: data["acceptance"][k] for k in ("g_min_s", "stuck_fraction")}
     short = tmp_path / "short.yaml"
     short.write_text(yaml.safe_dump(data))
     args = ["characterize", str(short), "--out", str(out), "--quiet", "--devices", "4"]
     args += ["--cycles", "2"]
     code = cli.main([*args, *visa_args(emu), "--array", "8x16"])
     printed = capsys.readouterr()
-    assert code in (0, 1), printed.err  # a verdict, not a ZeroDivisionError
+    assert code == 0, printed.out + printed.err
+    _passed(printed.out, ["g_min_s", "stuck_fraction"])
     doc = json.loads((out / "characterization.json").read_text())
     assert doc["backend"]["array"] == "8x16" and doc["backend"]["block"] == "0:2,0:2"
     assert doc["metrics"]["g_min_s"] > 0 and doc["metrics"]["on_off"] > 1
@@ -195,12 +223,16 @@ def test_a_block_outside_the_array_is_refused_before_anything_is_sent(
 def test_characterize_on_a_larger_pulse_board_uses_a_block_inside_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    core = BoardCore(make_array(8, 16, preset="ag_asi", seed=4))
+    # pcmo: 70-pulse trains, short enough for 2 cycles of 6 devices to judge every metric;
+    # all 9 pass (so they do with the board's seeds 0-6).
+    core = BoardCore(make_array(8, 16, preset="pcmo", seed=4))
     out = tmp_path / "out"
     with SerialEmulator(core) as emu:
-        args = ["characterize", AG, "--out", str(out), "--quiet", "--cycles", "2"]
+        args = ["characterize", PCMO, "--out", str(out), "--quiet", "--cycles", "2"]
         code = cli.main([*args, "--backend", "serial", "--port", emu.path, "--block", "5:7,10:13"])
-        assert code in (0, 1), capsys.readouterr().err
+        printed = capsys.readouterr()
+        assert code == 0, printed.out + printed.err
+        _passed(printed.out, METRICS_PCMO)
         bad = ["--backend", "serial", "--port", emu.path, "--block", "0:9,0:2"]
         assert cli.main([*args, *bad]) == 2
         assert "outside the board's array" in capsys.readouterr().err
@@ -210,6 +242,7 @@ def test_characterize_on_a_larger_pulse_board_uses_a_block_inside_it(
     assert not counts.any()
     doc = json.loads((out / "characterization.json").read_text())
     assert doc["experiment"]["devices"] == 6 and doc["backend"]["block"] == "5:7,10:13"
+    assert doc["passed"] is True
 
 
 def test_train_on_a_block_of_a_larger_array(tmp_path: Path) -> None:

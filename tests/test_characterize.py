@@ -62,6 +62,14 @@ def _reference(name: str) -> tuple[float, float, float, float]:
     return nl_ltp, nl_ltd, cfg.g_max_s / cfg.g_min_s, cfg.c2c.sigma
 
 
+def _drawn_bounds(name: str, seed: int, devices: int) -> tuple[np.ndarray, np.ndarray]:
+    """G_min and G_max the simulator drew for the devices `characterize` measures: the first
+    `devices` of a device_grid(devices) array of that preset and seed, row by row."""
+    with SimulatedCrossbar(*device_grid(devices), preset=name, seed=seed) as array:
+        lo, hi = array.device_bounds()
+    return lo.reshape(-1)[:devices], hi.reshape(-1)[:devices]
+
+
 def _nl_ok(measured: float, reference: float) -> bool:
     tol = 0.3 if abs(reference) < 1.5 else 0.2 * abs(reference)
     return abs(measured - reference) <= tol
@@ -81,12 +89,23 @@ def test_characterize_recovers_the_preset(
     for figure in ("traces.png", "histograms.png"):
         assert (out / figure).stat().st_size > 10_000
     metrics = doc["metrics"]
-    nl_ltp, nl_ltd, on_off, c2c = _reference(name)
+    nl_ltp, nl_ltd, _, c2c = _reference(name)
     assert _nl_ok(metrics["nl_ltp"], nl_ltp), (metrics["nl_ltp"], nl_ltp)
     assert _nl_ok(metrics["nl_ltd"], nl_ltd), (metrics["nl_ltd"], nl_ltd)
-    assert abs(metrics["on_off"] / on_off - 1.0) <= 0.10, (metrics["on_off"], on_off)
+    # G against the devices the simulator drew, not the nominal preset (the median of 16-64
+    # drawn devices lies up to 4 % from it). Measured by `python bench/characterize_errors.py`
+    # (seeds 0-4, no read noise): the medians exact for every preset but soft_bounds (G_max
+    # 0.15 % low: a device short of its ceiling), each device exact but in soft_bounds (1.1 %).
+    lo, hi = _drawn_bounds(name, 1, doc["experiment"]["devices"])
+    assert metrics["g_min_s"] == pytest.approx(np.median(lo), rel=0.005)
+    assert metrics["g_max_s"] == pytest.approx(np.median(hi), rel=0.005)
+    assert metrics["on_off"] == pytest.approx(np.median(hi) / np.median(lo), rel=0.005)
+    per = doc["per_device"]
+    np.testing.assert_allclose(per["g_min_s"], lo, rtol=0.03, atol=0)
+    np.testing.assert_allclose(per["g_max_s"], hi, rtol=0.03, atol=0)
     if c2c > 0:
-        assert abs(metrics["c2c_sigma"] / c2c - 1.0) <= 0.25, (metrics["c2c_sigma"], c2c)
+        # Same bench: C2C within 1.2 % of the preset's at worst (pcmo, seed 2).
+        assert abs(metrics["c2c_sigma"] / c2c - 1.0) <= 0.03, (metrics["c2c_sigma"], c2c)
     else:
         assert metrics["c2c_sigma"] < 1e-6
     assert metrics["stuck_fraction"] == 0.0
@@ -111,18 +130,47 @@ def test_the_reference_differs_from_the_label_only_for_strong_saturation() -> No
     assert changed == {("ag_asi", "ltd"), ("pcmo", "ltd")}
 
 
-def test_read_noise_is_measured_and_does_not_bend_the_curve() -> None:
-    protocol = load_protocol(library_dir() / "taox_hfox.yaml")
-    rows, cols = device_grid(64)
+#: C2C bound with 2 % read noise, per preset: about twice the worst error that
+#: `python bench/characterize_errors.py --read-sigma 0.02` measured over seeds 0-4 (ag_asi
+#: 1.9 %, alox_hfo2 3.3 %, epiram 2.2 %, taox_hfox 1.6 %, vteam 2.9 %). Left in the C2C
+#: figure, the read noise adds 9-36 % here (seed 4: alox_hfo2 9 %, ag_asi 10 %, taox_hfox
+#: 11 %, epiram 29 %, vteam 36 %). pcmo and soft_bounds are left out: their C2C noise (0.005
+#: and 0.004 of the range per pulse) is a fraction of one read's noise and is lost in it
+#: (errors up to 83 % and 121 % over the same seeds).
+READ_NOISE_C2C_TOLERANCE = {
+    "ag_asi": 0.04,
+    "alox_hfo2": 0.07,
+    "epiram": 0.05,
+    "taox_hfox": 0.04,
+    "vteam": 0.06,
+}
+
+
+@pytest.mark.parametrize("name", sorted(READ_NOISE_C2C_TOLERANCE))
+def test_read_noise_is_measured_and_kept_out_of_the_curve_and_the_c2c_figure(name: str) -> None:
+    protocol = load_protocol(library_dir() / f"{name}.yaml")
+    k = protocol.characterize.devices
     with SimulatedCrossbar(
-        rows, cols, preset="taox_hfox", seed=4, limits=protocol.limits, readout={"read_sigma": 0.02}
+        *device_grid(k),
+        preset=name,
+        seed=4,
+        limits=protocol.limits,
+        readout={"read_sigma": 0.02},
     ) as array:
         _, result = characterize(array, protocol)
     m = result.metrics
-    assert abs(m["read_noise"] / 0.02 - 1.0) < 0.1
-    assert _nl_ok(m["nl_ltp"], 0.04) and _nl_ok(m["nl_ltd"], -0.63)
-    assert abs(m["on_off"] / 10.0 - 1.0) <= 0.10
-    assert abs(m["c2c_sigma"] / 0.037 - 1.0) <= 0.25
+    nl_ltp, nl_ltd, _, c2c = _reference(name)
+    # Same bench, seeds 0-4: read noise within 2.6 %, each median G within 2.2 % of the
+    # drawn devices' and on/off within 3.8 % (reads near the floor and the ceiling widen
+    # the window a little).
+    assert abs(m["read_noise"] / 0.02 - 1.0) <= 0.05, m["read_noise"]
+    assert _nl_ok(m["nl_ltp"], nl_ltp) and _nl_ok(m["nl_ltd"], nl_ltd), (m["nl_ltp"], m["nl_ltd"])
+    lo, hi = _drawn_bounds(name, 4, k)
+    assert m["g_min_s"] == pytest.approx(np.median(lo), rel=0.05)
+    assert m["g_max_s"] == pytest.approx(np.median(hi), rel=0.05)
+    assert m["on_off"] == pytest.approx(np.median(hi) / np.median(lo), rel=0.08)
+    tol = READ_NOISE_C2C_TOLERANCE[name]
+    assert abs(m["c2c_sigma"] / c2c - 1.0) <= tol, (m["c2c_sigma"], c2c, tol)
 
 
 def test_stuck_devices_are_found_and_left_out() -> None:
@@ -131,11 +179,15 @@ def test_stuck_devices_are_found_and_left_out() -> None:
         4, 8, preset="epiram", seed=5, limits=protocol.limits, faults={"stuck_min_rate": 0.25}
     ) as array:
         truth = array.stuck_mask.reshape(-1)[:32]
+        lo, hi = (b.reshape(-1)[:32][~truth] for b in array.device_bounds())
         _, result = characterize(array, protocol, devices=32, cycles=4)
     assert truth.any()
     assert result.stuck == [int(i) for i in np.flatnonzero(truth)]
     assert result.metrics["stuck_fraction"] == pytest.approx(truth.mean())
-    assert abs(result.metrics["on_off"] / 50.0 - 1.0) <= 0.10
+    # The window is that of the working devices as drawn: without read noise the floor and
+    # the ceiling are read exactly (bench/characterize_errors.py: 0.00 % for epiram).
+    assert result.metrics["g_min_s"] == pytest.approx(np.median(lo), rel=1e-9)
+    assert result.metrics["g_max_s"] == pytest.approx(np.median(hi), rel=1e-9)
 
 
 def test_the_fitted_model_drives_write_verify_on_a_fresh_array(tmp_path: Path) -> None:

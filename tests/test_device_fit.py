@@ -34,8 +34,11 @@ def test_characterize_saves_its_raw_traces_in_the_documented_layout(
 ) -> None:
     out = tmp_path / "char"
     args = ["characterize", str(library_dir() / "pcmo.yaml"), "--out", str(out), "--quiet"]
-    assert cli.main([*args, "--devices", "4", "--cycles", "2"]) in (0, 1)
-    assert "traces.csv, traces.npz" in capsys.readouterr().out
+    # 4 pcmo devices x 2 cycles pass all 9 judged metrics (so they do with seeds 0-5).
+    assert cli.main([*args, "--devices", "4", "--cycles", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "PASS: 9/9 metrics within range" in printed and "FAIL" not in printed, printed
+    assert "traces.csv, traces.npz" in printed
     lines = (out / "traces.csv").read_text().splitlines()
     assert lines[0] == HEADER
     protocol = load_protocol(library_dir() / "pcmo.yaml")

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from hil.network.evaluation import pineda_recall, score
 from hil.network.float_training import TrainConfig, initial_weights, train, train_stacked
 from hil.network.learning import RuleConfig, band_mask, presentation_update
+from hil.network.patterns import test_set
 
 
 def patterns(k: int = 3, n: int = 12, seed: int = 0) -> np.ndarray:
@@ -58,6 +60,20 @@ def test_denoising_mode_trains_on_corrupted_inputs() -> None:
         TrainConfig(mode="denoising")
     with pytest.raises(ValidationError, match="clean patterns"):
         TrainConfig(p_train=0.1)
+    # It learns to denoise: after 40 epochs, corrupted patterns (p = 0.1) relax to their clean
+    # pattern more often than with the untrained W0. Only an exact recall counts on 12 units,
+    # so W0 scores the uncorrupted share, 0.29. Measured over pattern seeds 0-4 and training
+    # seeds 0-1: trained 0.56-0.67, at least 0.27 above W0.
+    long = noisy.model_copy(update={"epochs": 40})
+    trained = train(P, long)
+    w0 = initial_weights(P.shape[1], long, np.random.default_rng(long.seed))
+    corrupted, labels = test_set(P, 200, 0.1, np.random.default_rng(1))
+
+    def accuracy(W: np.ndarray) -> float:
+        return float(score(pineda_recall(W, corrupted).state, P[labels])[0].mean())
+
+    assert accuracy(trained.W) >= accuracy(w0) + 0.15, (accuracy(trained.W), accuracy(w0))
+    assert trained.history[-1].loss < trained.history[0].loss
 
 
 def test_eta_decay_shrinks_late_updates() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +97,46 @@ def test_full_journal_is_a_clear_error_and_keeps_what_was_committed(tmp_path: Pa
         assert [p.state for p in j.plans()] == ["applied"]
 
 
-def test_unwritable_directory_is_refused_with_its_path(tmp_path: Path) -> None:
+def _refuses_files(folder: Path) -> bool:
+    """True when this process cannot create a file in `folder` (a probe it removes again)."""
+    probe = folder / f".mrnn-hil-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except OSError:
+        return True
+    os.close(fd)
+    probe.unlink()
+    return False
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    """An existing directory this process cannot create files in.
+
+    A directory without write permission, when that stops this process. Root (with
+    CAP_DAC_OVERRIDE) writes through permission bits, so it gets a sysfs directory instead:
+    the kernel refuses to create files there whoever asks (EPERM, or EROFS where /sys is
+    mounted read-only).
+    """
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if _refuses_files(locked):
+            yield locked
+            return
+    finally:
+        locked.chmod(stat.S_IRWXU)
+    for candidate in (Path("/sys/kernel"), Path("/sys")):
+        if candidate.is_dir() and _refuses_files(candidate):
+            yield candidate
+            return
+    pytest.skip("root without a sysfs mount: no directory here refuses root's files")
+
+
+def test_unwritable_directory_is_refused_with_its_path(
+    tmp_path: Path, unwritable_dir: Path
+) -> None:
     # A path below a regular file can never be created, whoever runs the test (even root).
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -104,15 +145,19 @@ def test_unwritable_directory_is_refused_with_its_path(tmp_path: Path) -> None:
         RunDir.create(target)
     with pytest.raises(JournalError, match="journal"):
         Journal(target / "journal.sqlite")
-    if not os.access(tmp_path, os.W_OK) or os.geteuid() != 0:
-        locked = tmp_path / "locked"
-        locked.mkdir()
-        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
-        try:
-            with pytest.raises(RunDirError, match=r"not writable|cannot create"):
-                RunDir.create(locked / "run")
-        finally:
-            locked.chmod(stat.S_IRWXU)
+    # An existing directory that refuses new files: a run below it, or in it, is refused
+    # with the path and the reason, and so is a journal in it.
+    for path in (unwritable_dir / "run", unwritable_dir):
+        with pytest.raises(
+            RunDirError, match=f"cannot create run directory {re.escape(str(path))}: "
+        ):
+            RunDir.create(path)
+    journal = unwritable_dir / "journal.sqlite"
+    with pytest.raises(
+        JournalError, match=f"journal {re.escape(str(journal))}: the run directory is not writable"
+    ):
+        Journal(journal)
+    assert not journal.exists()
 
 
 def test_checkpoints_are_atomic_pickle_free_and_pruned(tmp_path: Path) -> None:

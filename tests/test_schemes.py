@@ -504,7 +504,7 @@ def test_outer_product_is_unbiased_for_rank_one_requests() -> None:
     dg = 0.5 * STEP * np.outer(y, v)
     g = np.full(dg.shape, 50e-6)
     scheme = OuterProductScheme(kind="outer_product", max_pulses=16)
-    trials = 600
+    trials = 2400
     mean = (
         sum(
             plan_update_detailed(scheme, dg, g, LINEAR, NOMINAL, ROOMY, rng=rng).expected_delta_g
@@ -512,7 +512,13 @@ def test_outer_product_is_unbiased_for_rank_one_requests() -> None:
         )
         / trials
     )
-    assert np.max(np.abs(mean - dg)) < 0.15 * STEP + 0.05 * np.abs(dg).max()
+    # `python bench/outer_product_bias.py` (this setting, 2400 trials, seeds 0-8 and 11):
+    # worst device 0.012-0.035 steps from the request (0.021 with seed 11), least-squares gain
+    # 0.983-1.010 (1.010). The requests reach 1.3 steps, so a rounding biased by a few per
+    # cent of a step, or a gain a few per cent off, crosses these bounds.
+    assert np.max(np.abs(mean - dg)) <= 0.05 * STEP, np.max(np.abs(mean - dg)) / STEP
+    gain = float(np.sum(mean * dg) / np.sum(dg * dg))
+    assert abs(gain - 1.0) <= 0.03, gain
 
 
 def test_a_violation_raises_and_names_the_device() -> None:
