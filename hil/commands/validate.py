@@ -7,7 +7,7 @@ the field, the bad value and what is allowed (exit code 2, no traceback).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from protocols.limits import LimitViolation, check_plan, check_read_voltage
 from protocols.plan import PulseGroup, PulsePlan
 from protocols.protocol_file import load_protocol
 from protocols.spec import ProtocolFile
+
+if TYPE_CHECKING:
+    from sim_backend.config import DeviceConfig
 
 
 def add_parser(subparsers: Any) -> None:
@@ -49,13 +52,21 @@ def highest_conductance(protocol: ProtocolFile) -> tuple[float, str] | None:
     accepted = protocol.acceptance.g_max_s
     if accepted is not None and accepted.max is not None:
         found.append((accepted.max, "acceptance.g_max_s.max"))
-    if protocol.preset is not None:
-        from sim_backend.presets import PRESETS, get_preset, is_preset_file
-
-        if protocol.preset in PRESETS or is_preset_file(protocol.preset):
-            g_max = get_preset(protocol.preset).g_max_s  # a bad preset file: one-line error
-            found.append((g_max, f"preset {protocol.preset!r} G_max"))
+    device = named_device(protocol)
+    if device is not None:
+        found.append((device.g_max_s, f"preset {protocol.preset!r} G_max"))
     return max(found) if found else None
+
+
+def named_device(protocol: ProtocolFile) -> DeviceConfig | None:
+    """The simulator preset the file names (built-in or a preset file), if it names one."""
+    from sim_backend.presets import PRESETS, get_preset, is_preset_file
+
+    if protocol.preset is None:
+        return None
+    if protocol.preset in PRESETS or is_preset_file(protocol.preset):
+        return get_preset(protocol.preset)  # a bad preset file: one-line error
+    return None
 
 
 def check_nominal_pulses(protocol: ProtocolFile, source: str) -> None:
@@ -85,14 +96,12 @@ def check_read_against_preset(protocol: ProtocolFile, source: str) -> None:
     `train` and `characterize` refuse such a read through the envelope; a file that every run
     would refuse is not a valid protocol either.
     """
-    if protocol.preset is None:
-        return
     from sim_backend.crossbar import switching_threshold
-    from sim_backend.presets import PRESETS, get_preset, is_preset_file
 
-    if protocol.preset not in PRESETS and not is_preset_file(protocol.preset):
+    device = named_device(protocol)
+    if device is None:
         return
-    switching = switching_threshold(get_preset(protocol.preset))
+    switching = switching_threshold(device)
     try:
         check_read_voltage(
             protocol.read.voltage_v,
