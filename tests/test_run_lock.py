@@ -8,6 +8,7 @@ process that dies, so a killed run never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -117,3 +118,52 @@ def test_the_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path: Pat
     assert _probe(rd.path) == ""  # released: another process may take it
     with pytest.raises(RunDirError, match="already holds a run"):
         RunDir.create(rd.path)
+
+
+_LATE_HOLDER = """
+import fcntl, json, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+note = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now", "command": "late"}
+os.pwrite(fd, json.dumps(note).encode().ljust(1024, b" "), 0)
+print("noted", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_refused_process_names_the_new_holder_not_the_dead_one(tmp_path: Path) -> None:
+    """A process refused in the moment between a holder's lock and its note names the holder.
+
+    The lock file still carries the note of the process that held the run before and died
+    (a SIGKILLed run); the new holder writes its own note just after it takes the lock. A
+    process refused in between used to name the dead process, or "another process".
+    """
+    rd = RunDir.create(tmp_path / "run")
+    rd.write_json("config.json", {"seed": 0})
+    rd.release()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    note = {"pid": dead_pid, "host": socket.gethostname(), "started": "then", "command": "dead"}
+    (rd.path / "run.lock").write_bytes(json.dumps(note).encode())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LATE_HOLDER, str(rd.path / "run.lock"), "0.6"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        said = _probe(rd.path)
+        assert said.startswith("RunInUse"), said
+        assert f"process {holder.pid} on host" in said, said
+        assert f"process {dead_pid} " not in said, said
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

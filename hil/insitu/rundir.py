@@ -78,16 +78,41 @@ MAX_NPZ_MEMBER_BYTES = 1 << 30
 _HELD: dict[str, list[int]] = {}
 
 
-def _holder(fd: int) -> str:
-    """Who holds a lock, from what the holder wrote into the lock file."""
+#: The holder's note fills one fixed block, written in one call: a reader never meets a
+#: half-written or truncated note, only the old one or the new one.
+_HOLDER_NOTE_BYTES = 1024
+#: How long a refused process waits for the new holder to write its note.
+_HOLDER_NOTE_WAIT_S = 2.0
+
+
+def _holder_note(fd: int) -> str | None:
+    """The holder named in the lock file, or None while it names nobody alive."""
     try:
-        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        return (
-            f"process {int(info['pid'])} on host {info['host']} (started {info['started']}: "
-            f"{info['command']})"
-        )
+        info = json.loads(os.pread(fd, _HOLDER_NOTE_BYTES, 0).decode("utf-8"))
+        pid, host = int(info["pid"]), str(info["host"])
+        who = f"process {pid} on host {host} (started {info['started']}: {info['command']})"
     except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+        return None  # not written yet
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # the note of a process that died; the new holder has not written yet
+        except PermissionError:
+            pass  # alive, under another user
+    return who
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, from the note the holder writes just after it takes the lock."""
+    deadline = time.monotonic() + _HOLDER_NOTE_WAIT_S
+    while True:
+        who = _holder_note(fd)
+        if who is not None:
+            return who
+        if time.monotonic() >= deadline:
+            return "another process"
+        time.sleep(0.02)
 
 
 def acquire_lock(path: Path) -> None:
@@ -116,9 +141,9 @@ def acquire_lock(path: Path) -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": " ".join(["mrnn-hil", *sys.argv[1:3]])[:120],
     }
+    note = json.dumps(info).encode("utf-8")[: _HOLDER_NOTE_BYTES - 1]
     with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+        os.pwrite(fd, note.ljust(_HOLDER_NOTE_BYTES, b" "), 0)
     _HELD[key] = [fd, 1]
 
 
