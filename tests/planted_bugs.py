@@ -315,6 +315,22 @@ PLANTS: tuple[Plant, ...] = (
         'names = ("SIGINT", "SIGHUP")',
         ("tests/test_signals.py",),
     ),
+    Plant(
+        "cell_process_outlives_worker",
+        "a sweep cell's process is not tied to its worker and runs on after the worker dies",
+        "hil/sweep/cell_process.py",
+        "    _die_with(int(sys.argv[1]))\n",
+        "    pass\n",
+        ("tests/test_sweep.py::test_a_worker_killed_mid_cell_loses_and_duplicates_no_cell",),
+    ),
+    Plant(
+        "cell_process_keeps_dask_malloc",
+        "a sweep cell's process inherits the Dask nanny's malloc trim threshold",
+        "hil/sweep/cell_process.py",
+        "if k not in MALLOC_VARS}",
+        "if k}",
+        ("tests/test_sweep_cell_process.py",),
+    ),
 )
 
 

@@ -401,14 +401,22 @@ def test_a_worker_killed_mid_cell_loses_and_duplicates_no_cell(
                 pid = lock.read_text().strip()
                 ckpts = list((out / "cells" / lock.stem / "checkpoints").glob("ckpt-*.npz"))
                 if pid and any(not c.name.endswith("0000000000.npz") for c in ckpts):
-                    os.kill(int(pid), signal.SIGKILL)  # the worker process running the cell
+                    worker = parent_of(int(pid))
+                    # the cell runs in a child of the worker (itself a child of `dask worker`)
+                    assert worker in set().union(*(children(n) for n in cluster.workers))
+                    os.kill(worker, signal.SIGKILL)  # the worker process running the cell
                     killed = (lock.stem, int(pid))
                     break
             time.sleep(0.02)
+        assert killed is not None, "no cell was caught running"
+        # the cell's own process dies with its worker: no orphan goes on writing the cell
+        deadline = time.monotonic() + 10
+        while alive(killed[1]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(killed[1]), "the cell's process outlived its worker"
         code, _, err = finish(proc)
     finally:
         kill_group(proc)
-    assert killed is not None, "no cell was caught running"
     assert code == 0, err
     rows = read_csv(out / "sweep.csv")
     assert [r["cell"] for r in rows] == ["000", "001", "002", "003"]  # each cell once
@@ -422,6 +430,20 @@ def test_a_worker_killed_mid_cell_loses_and_duplicates_no_cell(
     finally:
         events.close()
     assert replays is not None  # the resumed cell replayed from its checkpoint
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """A process that runs (a zombie waiting for its parent's reaper counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_resume_refuses_a_different_sweep_file(tmp_path: Path, embedded: Reference) -> None:
