@@ -3,8 +3,8 @@ same 8 cells run one after another in this process, in the same run.
 
 Each cell is a full simulated training run of the built-in 16 letters (N = 100, a 100 x 200
 array) on `epiram` with the proportional scheme, seeds 0-7. The serial baseline calls the
-cell function itself (`hil.sweep.cell.run_cell`), so both sides do exactly the same work;
-the results of both must agree bit for bit.
+cell function itself (`hil.sweep.cell.run_cell`, which the sweep runs in each worker's cell
+process), so both sides do exactly the same work; the results of both must agree bit for bit.
 
 Figures: speed-up = serial wall / sweep wall (cluster start-up included); the engine's
 overhead per cell = (workers x sweep wall - the cells' own time inside the workers) / cells,
