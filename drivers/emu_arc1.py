@@ -39,7 +39,7 @@ import numpy as np
 
 from drivers import arc1 as A
 from drivers.emu_array import StagedGroup, plan_of
-from drivers.emu_lines import LineBuffer, Served, socket_chunks
+from drivers.emu_lines import LineBuffer, Served, pty_link, socket_chunks, unlink_pty
 from drivers.faults import Fault, FaultConfig, FaultInjector
 from protocols.backend import CrossbarBackend
 from sim_backend.readout import resistance_f32
@@ -364,7 +364,7 @@ class Arc1Emulator(Served):
             tty.setraw(self._slave)
             tty.setraw(self._master)
             os.set_blocking(self._master, False)
-            self.url = os.ttyname(self._slave)
+            self.url = pty_link(self._slave)
             target = self._serve_pty
         else:
             target = self._serve_tcp
@@ -377,6 +377,8 @@ class Arc1Emulator(Served):
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        if self.transport == "pty" and self.url:
+            unlink_pty(self.url)
         for fd in (self._master, self._slave):
             if fd >= 0:
                 with contextlib.suppress(OSError):

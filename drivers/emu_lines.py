@@ -7,16 +7,48 @@ discarded whole and handed on as one over-long marker line (so the instrument ca
 it with its overrun error) instead of being split into fragments that might parse.
 `socket_chunks` yields what a TCP connection receives until it closes or the server stops.
 `Served` gives an emulator server its `with` block (start on entry, stop on exit).
+`pty_link` gives a pseudo-terminal a path of its own, which `unlink_pty` removes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
+
+#: Name prefix of the private directories that hold pty links.
+PTY_DIR_PREFIX = "mrnn-hil-pty-"
+
+
+def pty_link(slave: int) -> str:
+    """A path of its own to the pseudo-terminal whose slave end is `slave`.
+
+    The kernel gives a freed `/dev/pts/N` to the next pty opened, so a driver that goes on
+    reopening the `/dev/pts` path of an emulator that has stopped (a reconnect loop) may open
+    and lock another emulator's port. The path returned is a symlink in a fresh private
+    directory, and `unlink_pty` removes it when the emulator stops, as a
+    `/dev/serial/by-id/...` path disappears when its USB board is unplugged.
+    """
+    where = tempfile.mkdtemp(prefix=PTY_DIR_PREFIX)
+    path = os.path.join(where, "port")
+    os.symlink(os.ttyname(slave), path)
+    return path
+
+
+def unlink_pty(path: str) -> None:
+    """Remove a link made by `pty_link` (nothing else), so no one opens the pty by it again."""
+    where = os.path.dirname(path)
+    if not os.path.basename(where).startswith(PTY_DIR_PREFIX) or not os.path.islink(path):
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+        os.rmdir(where)
 
 
 class Served(ABC):

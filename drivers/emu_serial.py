@@ -30,7 +30,7 @@ from serial import rfc2217
 
 from drivers.board import MAX_FRAME
 from drivers.emu_board import BoardCore
-from drivers.emu_lines import LineBuffer, Served
+from drivers.emu_lines import LineBuffer, Served, pty_link, unlink_pty
 from drivers.faults import Fault, FaultConfig, FaultInjector
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class SerialEmulator(Served):
             tty.setraw(self._slave)
             tty.setraw(self._master)
             os.set_blocking(self._master, False)
-            self.path = os.ttyname(self._slave)
+            self.path = pty_link(self._slave)
             target = self._serve_pty
         else:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -167,6 +167,8 @@ class SerialEmulator(Served):
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        if self.link == "pty" and self.path:
+            unlink_pty(self.path)
         for fd in (self._master, self._slave):
             if fd >= 0:
                 with contextlib.suppress(OSError):

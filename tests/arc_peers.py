@@ -18,7 +18,7 @@ import tty
 
 import numpy as np
 
-from drivers.emu_lines import LineBuffer
+from drivers.emu_lines import LineBuffer, pty_link, unlink_pty
 
 
 def f32(*values: float) -> bytes:
@@ -70,7 +70,7 @@ class ArcPty:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         tty.setraw(self.master)
-        self.path = os.ttyname(self.slave)
+        self.path = pty_link(self.slave)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -98,6 +98,7 @@ class ArcPty:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
+        unlink_pty(self.path)
         for fd in (self.master, self.slave):
             with contextlib.suppress(OSError):
                 os.close(fd)

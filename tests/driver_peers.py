@@ -19,7 +19,7 @@ import time
 import tty
 from dataclasses import dataclass, field
 
-from drivers.emu_lines import LineBuffer, socket_chunks
+from drivers.emu_lines import LineBuffer, pty_link, socket_chunks, unlink_pty
 
 DROP = b"<drop>"
 CLOSE = b"<close>"
@@ -122,7 +122,7 @@ class PtyPeer:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         tty.setraw(self.master)
-        self.path = os.ttyname(self.slave)
+        self.path = pty_link(self.slave)
         #: Pause before each reply line (0: a step's replies go out at once).
         self.gap_s = 0.0
         self._stop = threading.Event()
@@ -157,6 +157,7 @@ class PtyPeer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
+        unlink_pty(self.path)
         for fd in (self.master, self.slave):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -1,0 +1,60 @@
+"""An emulator's pty path dies with the emulator, so no one reaches another pty by it.
+
+The kernel gives a freed `/dev/pts/N` to the next pty opened. A driver that went on
+reopening the `/dev/pts` name of a stopped emulator (its reconnect loop) opened, and locked,
+the pty of the next emulator, whose own driver then failed with "Could not exclusively lock
+port /dev/pts/0". Emulators and scripted peers hand out a private link instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+from driver_peers import PtyPeer, Script
+
+from drivers.emu_arc1 import Arc1Core, Arc1Emulator
+from drivers.emu_array import make_array
+from drivers.emu_board import BoardCore
+from drivers.emu_serial import SerialEmulator
+from drivers.errors import LinkLost
+from drivers.transport import SerialTransport
+
+
+def start_serial() -> tuple[object, str]:
+    emu = SerialEmulator(BoardCore(make_array(2, 2, preset="ideal", seed=0))).start()
+    return emu, emu.path
+
+
+def start_arc1() -> tuple[object, str]:
+    emu = Arc1Emulator(Arc1Core(make_array(2, 2, preset="ideal", seed=0))).start()
+    return emu, emu.url
+
+
+def start_peer() -> tuple[object, str]:
+    peer = PtyPeer("peer", Script([]))
+    return peer, peer.path
+
+
+@pytest.mark.parametrize("start", [start_serial, start_arc1, start_peer])
+def test_a_stopped_emulators_port_path_reaches_no_other_pty(start: object) -> None:
+    emu, path = start()  # type: ignore[operator]
+    tty = os.path.realpath(path)
+    assert tty.startswith("/dev/pts/") and path != tty  # a name of its own for the pty
+    emu.stop()  # type: ignore[attr-defined]
+    assert not os.path.lexists(path)
+    # the kernel hands the freed /dev/pts name to the next pty: take it
+    held: list[int] = []
+    try:
+        for _ in range(256):
+            master, slave = os.openpty()
+            held += [master, slave]
+            if os.ttyname(slave) == tty:
+                break
+        with pytest.raises(LinkLost, match="cannot open serial port"):
+            SerialTransport(path).close()
+    finally:
+        for fd in held:
+            with contextlib.suppress(OSError):
+                os.close(fd)
