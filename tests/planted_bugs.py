@@ -331,6 +331,15 @@ PLANTS: tuple[Plant, ...] = (
         "if k}",
         ("tests/test_sweep_cell_process.py",),
     ),
+    Plant(
+        "emulator_pty_public_name",
+        "the pulse-board emulator hands out its /dev/pts name, which the kernel gives to the "
+        "next pty once it stops",
+        "drivers/emu_serial.py",
+        "            self.path = pty_link(self._slave)\n",
+        "            self.path = os.ttyname(self._slave)\n",
+        ("tests/test_pty_paths.py",),
+    ),
 )
 
 
