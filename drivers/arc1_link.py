@@ -24,6 +24,7 @@ import serial
 
 from drivers import arc1 as A
 from drivers.errors import LinkLost, LinkTimeout
+from drivers.transport import PORT_LOCK_WAIT_S, open_failure, port_locked
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class SerialArc1Link(Arc1Link):
 
     def _open(self, *, wait: bool = False) -> None:
         deadline = time.monotonic() + (self._open_timeout_s if wait else 0.0)
+        # a lock let go a moment later (a closing opener) is waited for, briefly
+        lock_deadline = max(deadline, time.monotonic() + PORT_LOCK_WAIT_S)
         while True:
             try:
                 self._ser = serial.serial_for_url(
@@ -117,8 +120,8 @@ class SerialArc1Link(Arc1Link):
                 log.debug("%s is a pseudo-terminal: opened without parity", self._port)
                 self._settings["parity"] = "N"
             except (serial.SerialException, OSError, ValueError) as exc:
-                if time.monotonic() > deadline:
-                    raise LinkLost(f"cannot open serial port {self._port!r}: {exc}") from exc
+                if time.monotonic() > (lock_deadline if port_locked(exc) else deadline):
+                    raise open_failure(self._port, exc) from exc
                 time.sleep(0.05)
         self._buf.clear()
         try:

@@ -10,8 +10,11 @@ send from before (a late reply after a timeout, a reply left by a previous sessi
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import select
+import stat
 import time
 from abc import ABC, abstractmethod
 from typing import Any
@@ -22,6 +25,53 @@ import serial
 from drivers.errors import GarbledReply, LinkError, LinkLost, LinkTimeout
 
 log = logging.getLogger(__name__)
+
+#: Seconds an open waits for a port that another open file holds locked to be let go.
+PORT_LOCK_WAIT_S = 1.0
+
+
+def port_locked(exc: BaseException) -> bool:
+    """Whether an open failed because another open file holds the port's exclusive lock."""
+    return getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+def port_holders(port: str) -> str:
+    """The processes that have `port` open (from /proc), for the message of a refused open."""
+    try:
+        dev = os.stat(port).st_rdev
+    except OSError:
+        return "another open file"
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        for pid in (e for e in os.listdir("/proc") if e.isdigit()):
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    st = os.stat(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == dev:
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+                    except OSError:
+                        cmd = "?"
+                    me = " (this process)" if int(pid) == os.getpid() else ""
+                    found.append(f"process {pid}{me} ({cmd.strip()[:80]}) fd {fd}")
+    return "; ".join(found) or "another open file"
+
+
+def open_failure(port: str, exc: BaseException) -> LinkLost:
+    """The error of an open that failed for good, naming who holds a locked port."""
+    if port_locked(exc):
+        return LinkLost(
+            f"cannot open serial port {port!r}: it is in use by {port_holders(port)}: {exc}"
+        )
+    return LinkLost(f"cannot open serial port {port!r}: {exc}")
+
 
 #: Longest reply line accepted; anything longer is treated as a corrupted stream.
 MAX_LINE = 1 << 20
@@ -228,6 +278,8 @@ class SerialTransport(LineTransport):
     def _open(self, *, wait: bool = False) -> None:
         """Open the port; on a reconnect (`wait`), keep trying while a USB port re-enumerates."""
         deadline = time.monotonic() + (self._open_timeout_s if wait else 0.0)
+        # a lock let go a moment later (a closing opener) is waited for, briefly
+        lock_deadline = max(deadline, time.monotonic() + PORT_LOCK_WAIT_S)
         # the rfc2217 client has no write timeout (it raises NotImplementedError)
         write_timeout = None if self._port.startswith("rfc2217://") else 2.0
         while True:
@@ -248,8 +300,8 @@ class SerialTransport(LineTransport):
                 self._ser = ser
                 break
             except (serial.SerialException, OSError, ValueError) as exc:
-                if time.monotonic() > deadline:
-                    raise LinkLost(f"cannot open serial port {self._port!r}: {exc}") from exc
+                if time.monotonic() > (lock_deadline if port_locked(exc) else deadline):
+                    raise open_failure(self._port, exc) from exc
                 time.sleep(0.05)
         self._buf.clear()
         # whatever waits in the port from before this session is no reply of ours

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import binascii
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -101,8 +103,10 @@ def test_a_second_process_cannot_open_a_port_in_use() -> None:
     core = board((2, 3))
     p = plan((2, 3), {(1, 2): 4})
     with SerialEmulator(core) as emu, open_backend("serial", emu.path, 2, 3) as be:
-        with pytest.raises(LinkLost, match="exclusively lock"):
+        with pytest.raises(LinkLost, match="exclusively lock") as refused:
             SerialTransport(emu.path, open_timeout_s=0.2)
+        # the refusal names who holds the port (here: this process, through the backend)
+        assert f"in use by process {os.getpid()} (this process)" in str(refused.value)
         be.apply(p)
         assert be.stats.retries == 0
     assert [e.pulses for e in core.log.entries] == [4]
@@ -279,3 +283,17 @@ def test_an_echo_that_differs_stages_the_batch_again() -> None:
     assert sum(int(x) for x in bad[bad.rindex(b" ") + 1 :].split(b",")) != sum(counts)
     np.testing.assert_array_equal(core.array.pulse_counts, p.counts_per_device())
     assert [e.pulses for e in core.log.entries] == [sum(counts)]
+
+
+def test_a_port_let_go_a_moment_later_is_opened() -> None:
+    """An opener that closes the port a moment after another asks for it (a session ending
+    as the next begins) does not fail the next open: a held lock is waited for, briefly."""
+    with SerialEmulator(board((2, 3))) as emu:
+        first = SerialTransport(emu.path)
+        closer = threading.Timer(0.3, first.close)
+        closer.start()
+        try:
+            second = SerialTransport(emu.path)  # no reconnect wait: the first open of a session
+        finally:
+            closer.join()
+        second.close()
