@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from driver_peers import PtyPeer, Script
@@ -22,27 +24,29 @@ from drivers.errors import LinkLost
 from drivers.transport import SerialTransport
 
 
-def start_serial() -> tuple[object, str]:
+def start_serial() -> tuple[Any, str]:
     emu = SerialEmulator(BoardCore(make_array(2, 2, preset="ideal", seed=0))).start()
     return emu, emu.path
 
 
-def start_arc1() -> tuple[object, str]:
+def start_arc1() -> tuple[Any, str]:
     emu = Arc1Emulator(Arc1Core(make_array(2, 2, preset="ideal", seed=0))).start()
     return emu, emu.url
 
 
-def start_peer() -> tuple[object, str]:
+def start_peer() -> tuple[Any, str]:
     peer = PtyPeer("peer", Script([]))
     return peer, peer.path
 
 
 @pytest.mark.parametrize("start", [start_serial, start_arc1, start_peer])
-def test_a_stopped_emulators_port_path_reaches_no_other_pty(start: object) -> None:
-    emu, path = start()  # type: ignore[operator]
+def test_a_stopped_emulators_port_path_reaches_no_other_pty(
+    start: Callable[[], tuple[Any, str]],
+) -> None:
+    emu, path = start()
     tty = os.path.realpath(path)
     assert tty.startswith("/dev/pts/") and path != tty  # a name of its own for the pty
-    emu.stop()  # type: ignore[attr-defined]
+    emu.stop()
     assert not os.path.lexists(path)
     # the kernel hands the freed /dev/pts name to the next pty: take it
     held: list[int] = []
