@@ -135,7 +135,7 @@ class SerialArc1Link(Arc1Link):
         try:
             self._ser.write(data)
             self._ser.flush()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, *_TERMIOS_ERRORS) as exc:
             raise LinkLost(f"{self.name}: write of {A.describe(data)} failed: {exc}") from exc
         self.commands += 1
         self.bytes_out += len(data)

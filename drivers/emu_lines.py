@@ -32,12 +32,17 @@ def pty_link(slave: int) -> str:
     The kernel gives a freed `/dev/pts/N` to the next pty opened, so a driver that goes on
     reopening the `/dev/pts` path of an emulator that has stopped (a reconnect loop) may open
     and lock another emulator's port. The path returned is a symlink in a fresh private
-    directory, and `unlink_pty` removes it when the emulator stops, as a
-    `/dev/serial/by-id/...` path disappears when its USB board is unplugged.
+    directory, and `unlink_pty` removes it when the emulator stops (before the descriptor it
+    leads through is closed), as a `/dev/serial/by-id/...` path disappears when its USB
+    board is unplugged.
     """
     where = tempfile.mkdtemp(prefix=PTY_DIR_PREFIX)
     path = os.path.join(where, "port")
-    os.symlink(os.ttyname(slave), path)
+    # Through this process's descriptor where there is /proc: the link then dies with the
+    # process even when it is killed and cannot remove it (SIGKILL), instead of pointing at
+    # a /dev/pts name the kernel hands to the next pty.
+    own = f"/proc/{os.getpid()}/fd/{slave}"
+    os.symlink(own if os.path.exists(own) else os.ttyname(slave), path)
     return path
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +52,38 @@ def test_a_stopped_emulators_port_path_reaches_no_other_pty(
     emu.stop()
     assert not os.path.lexists(path)
     # the kernel hands the freed /dev/pts name to the next pty: take it
+    held: list[int] = []
+    try:
+        for _ in range(256):
+            master, slave = os.openpty()
+            held += [master, slave]
+            if os.ttyname(slave) == tty:
+                break
+        with pytest.raises(LinkLost, match="cannot open serial port"):
+            SerialTransport(path).close()
+    finally:
+        for fd in held:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def test_a_killed_emulate_commands_port_path_reaches_no_other_pty() -> None:
+    """`mrnn-hil emulate serial` killed with SIGKILL cannot remove its link: the link leads
+    through the process's own descriptor, so it dies with the process instead of pointing
+    at the /dev/pts name the kernel hands to the next pty."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", "emulate", "serial", "--rows", "2", "--cols", "2",
+         "--preset", "ideal", "--duration", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        path = proc.stdout.readline().strip()
+        tty = os.path.realpath(path)
+        assert tty.startswith("/dev/pts/"), (path, tty)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
     held: list[int] = []
     try:
         for _ in range(256):
