@@ -114,7 +114,7 @@ def test_the_cli_shows_a_preset_file_and_refuses_a_bad_one(
 
 def test_run_configs_protocols_and_emulators_take_a_preset_file(tmp_path: Path) -> None:
     from drivers.emu_array import make_array
-    from hil.commands.validate import highest_conductance
+    from hil.commands.validate import highest_conductance, named_device
     from hil.insitu.backends import device_model
     from hil.insitu.run_config import validate_config
     from protocols.protocol_file import load_protocol
@@ -133,4 +133,8 @@ def test_run_configs_protocols_and_emulators_take_a_preset_file(tmp_path: Path) 
     protocol = tmp_path / "proto.yaml"
     text = (Path(__file__).parents[1] / "protocols/library/alox_hfo2.yaml").read_text()
     protocol.write_text(text.replace("preset: alox_hfo2", f"preset: {wide}"))
-    assert highest_conductance(load_protocol(protocol)) == (8e-5, f"preset {str(wide)!r} G_max")
+    loaded = load_protocol(protocol)
+    assert highest_conductance(loaded, named_device(loaded)) == (
+        8e-5,
+        f"preset {str(wide)!r} G_max",
+    )

@@ -46,13 +46,15 @@ def summary(protocol: ProtocolFile) -> str:
     )
 
 
-def highest_conductance(protocol: ProtocolFile) -> tuple[float, str] | None:
-    """The highest conductance the file expects its devices to reach, and where it says so."""
+def highest_conductance(
+    protocol: ProtocolFile, device: DeviceConfig | None
+) -> tuple[float, str] | None:
+    """The highest conductance the file expects its devices to reach, and where it says so
+    (`device`: the preset the file names, from `named_device`)."""
     found: list[tuple[float, str]] = []
     accepted = protocol.acceptance.g_max_s
     if accepted is not None and accepted.max is not None:
         found.append((accepted.max, "acceptance.g_max_s.max"))
-    device = named_device(protocol)
     if device is not None:
         found.append((device.g_max_s, f"preset {protocol.preset!r} G_max"))
     return max(found) if found else None
@@ -69,13 +71,13 @@ def named_device(protocol: ProtocolFile) -> DeviceConfig | None:
     return None
 
 
-def check_nominal_pulses(protocol: ProtocolFile, source: str) -> None:
+def check_nominal_pulses(protocol: ProtocolFile, source: str, device: DeviceConfig | None) -> None:
     """One nominal SET and one RESET pulse at the highest expected conductance, vs the limits.
 
     A file whose own pulses would break its compliance or energy limit on a device that meets
     its spec is not a valid protocol: it would be refused at the first plan of every run.
     """
-    top = highest_conductance(protocol)
+    top = highest_conductance(protocol, device)
     if top is None:
         return
     g, where = top
@@ -90,7 +92,9 @@ def check_nominal_pulses(protocol: ProtocolFile, source: str) -> None:
             ) from None
 
 
-def check_read_against_preset(protocol: ProtocolFile, source: str) -> None:
+def check_read_against_preset(
+    protocol: ProtocolFile, source: str, device: DeviceConfig | None
+) -> None:
     """The read voltage against the switching threshold of the preset the file names.
 
     `train` and `characterize` refuse such a read through the envelope; a file that every run
@@ -98,7 +102,6 @@ def check_read_against_preset(protocol: ProtocolFile, source: str) -> None:
     """
     from sim_backend.crossbar import switching_threshold
 
-    device = named_device(protocol)
     if device is None:
         return
     switching = switching_threshold(device)
@@ -116,7 +119,8 @@ def check_read_against_preset(protocol: ProtocolFile, source: str) -> None:
 def run(args: argparse.Namespace) -> int:
     for path in args.files:
         protocol = load_protocol(path)
-        check_nominal_pulses(protocol, str(path))
-        check_read_against_preset(protocol, str(path))
+        device = named_device(protocol)  # loaded once: a preset file is read once
+        check_nominal_pulses(protocol, str(path), device)
+        check_read_against_preset(protocol, str(path), device)
         print(f"{path}: OK: {summary(protocol)}")
     return 0
