@@ -24,16 +24,9 @@ import serial
 
 from drivers import arc1 as A
 from drivers.errors import LinkLost, LinkTimeout
-from drivers.transport import PORT_LOCK_WAIT_S, open_failure, port_locked
+from drivers.transport import PORT_LOCK_WAIT_S, TERMIOS_ERRORS, open_failure, port_locked
 
 log = logging.getLogger(__name__)
-
-try:  # POSIX only: a pseudo-terminal's refusal of parity comes from termios
-    import termios
-
-    _TERMIOS_ERRORS: tuple[type[BaseException], ...] = (termios.error,)
-except ImportError:  # pragma: no cover - Windows
-    _TERMIOS_ERRORS = ()
 
 
 class Arc1Link(ABC):
@@ -112,7 +105,7 @@ class SerialArc1Link(Arc1Link):
                     **self._settings,
                 )
                 break
-            except _TERMIOS_ERRORS as exc:
+            except TERMIOS_ERRORS as exc:
                 # A Linux pty has no parity: it drops PARENB on the first open and refuses
                 # (EINVAL) an open that would change nothing else; on a pty, open without.
                 if not _is_pty(self._port) or self._settings["parity"] == "N":
@@ -135,7 +128,7 @@ class SerialArc1Link(Arc1Link):
         try:
             self._ser.write(data)
             self._ser.flush()
-        except (serial.SerialException, OSError, *_TERMIOS_ERRORS) as exc:
+        except (serial.SerialException, OSError, *TERMIOS_ERRORS) as exc:
             raise LinkLost(f"{self.name}: write of {A.describe(data)} failed: {exc}") from exc
         self.commands += 1
         self.bytes_out += len(data)

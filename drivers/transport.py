@@ -26,12 +26,13 @@ from drivers.errors import GarbledReply, LinkError, LinkLost, LinkTimeout
 
 log = logging.getLogger(__name__)
 
-try:  # POSIX: a serial port that goes away mid-write fails in tcdrain with termios.error
+try:  # POSIX: a port that goes away mid-write fails in tcdrain with termios.error, and a
+    # pseudo-terminal refuses parity through termios too
     import termios
 
-    _TERMIOS_ERRORS: tuple[type[BaseException], ...] = (termios.error,)
+    TERMIOS_ERRORS: tuple[type[BaseException], ...] = (termios.error,)
 except ImportError:  # pragma: no cover - Windows
-    _TERMIOS_ERRORS = ()
+    TERMIOS_ERRORS = ()
 
 #: Seconds an open waits for a port that another open file holds locked to be let go.
 PORT_LOCK_WAIT_S = 1.0
@@ -306,7 +307,7 @@ class SerialTransport(LineTransport):
                 ser.open()
                 self._ser = ser
                 break
-            except (serial.SerialException, OSError, ValueError, *_TERMIOS_ERRORS) as exc:
+            except (serial.SerialException, OSError, ValueError, *TERMIOS_ERRORS) as exc:
                 if time.monotonic() > (lock_deadline if port_locked(exc) else deadline):
                     raise open_failure(self._port, exc) from exc
                 time.sleep(0.05)
@@ -323,7 +324,7 @@ class SerialTransport(LineTransport):
         try:
             self._ser.write(line + b"\n")
             self._ser.flush()
-        except (serial.SerialException, OSError, *_TERMIOS_ERRORS) as exc:
+        except (serial.SerialException, OSError, *TERMIOS_ERRORS) as exc:
             raise LinkLost(f"{self.name}: write failed: {exc}") from exc
         self.lines_written += 1
 

@@ -9,8 +9,10 @@ BLAS/OpenMP thread unless the worker says otherwise) and an interpreter to itsel
 started on a thread's first cell and kept, so imports and plotting set-up are paid once per
 worker, not once per cell.
 
-The cell process takes the cell's lock itself and dies with its worker (Linux: the kernel's
-parent-death signal; elsewhere: a thread that watches the parent), so the lock is released
+The cell process takes the cell's lock itself and dies with its worker (Linux: at once, by the
+kernel's parent-death signal; everywhere: within 0.5 s, by a thread that watches the parent,
+which also covers the signal's tie to the thread that started the process), so the lock is
+released
 the moment the worker is lost and no orphaned cell goes on writing its run directory.
 
 Wire: one JSON request per line on the cell process's stdin (`run_dir`, `config`, `lock`),
