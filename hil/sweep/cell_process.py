@@ -2,7 +2,8 @@
 
 Why: a Dask nanny starts its workers with `MALLOC_TRIM_THRESHOLD_=65536`, which also pins
 glibc's mmap threshold, so every array above 128 KiB is mapped and unmapped afresh; a cell
-ran 1.5x slower alone and 2x slower two at a time than in a plain process (docs/sweeps.md).
+ran about 1.4x slower than in a plain process, and slower still two at a time
+(measured in docs/sweeps.md).
 A worker cannot change its own malloc settings once started, and a cluster the sweep did not
 start may set anything: the cell process gets a clean environment (no malloc overrides, one
 BLAS/OpenMP thread unless the worker says otherwise) and an interpreter to itself. It is
@@ -39,7 +40,7 @@ from hil.sweep.cell import THREAD_VARS, CellBusy, run_cell
 #: glibc malloc settings a Dask nanny gives its workers (`MALLOC_TRIM_THRESHOLD_=65536`, to
 #: hand memory back to the system) and a cell must not inherit: a fixed trim threshold also
 #: fixes glibc's mmap threshold at 128 KiB, so every array above it is mapped and unmapped
-#: afresh, and a cell ran 1.5x slower alone and 2x slower two at a time (docs/sweeps.md).
+#: afresh: a run about 1.4x slower (docs/sweeps.md, "Where a cell runs").
 MALLOC_VARS = frozenset(
     {"MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"}
 )

@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 #: The embedded cluster's workers only wait for their cell processes; with Dask's defaults
 #: (a stack profiler every 10 ms, an event-loop tick every 20 ms, memory and system monitors)
-#: each took 5-14 % of a core that the cells, one per core, then lacked. None of these is
-#: needed to run cells; a dashboard still works, with coarser system plots and no profiles.
+#: each took up to 14 % of a core that the cells, one per core, then lacked (docs/sweeps.md).
+#: None of these is needed to run cells; a dashboard still works, with coarser system plots
+#: and no profiles.
 QUIET_WORKERS = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
